@@ -1,0 +1,183 @@
+"""`snnexp <command> [hydra overrides]`: a small dispatcher over one Hydra app per command.
+
+Hydra has no subcommands, so the first argument picks the command's primary config
+(conf/<command>.yaml) and the rest goes to Hydra unchanged (-m, --help, --cfg job, overrides...).
+Only the standard library and Hydra are imported here; torch, spikingjelly and wandb are
+imported inside the command functions, so `snnexp --help` answers at once.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+CONFIG_PACKAGE = "snnexp.conf"
+
+# command -> (module, function, one-line help). The function takes the composed DictConfig.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("snnexp.commands.train", "train_command", "train an SNN (TBPTT) and evaluate it"),
+    "evaluate": ("snnexp.commands.evaluate", "evaluate_command",
+                 "evaluate a checkpoint on a test sequence: metrics, predictions, plots"),
+    "simulate": ("snnexp.commands.simulate", "simulate_command",
+                 "write the built-in simulated recording as an AEDAT4 file"),
+    "summarize": ("snnexp.commands.summarize", "summarize_command",
+                  "table, CSV and chart of a sweep's results"),
+}
+
+# Commands that run the network: they get the allocator settings below.
+_HEAVY = {"train", "evaluate"}
+
+# glibc keeps freed memory instead of returning it to the OS (and faulting it in again on
+# every large allocation): several times faster for the large activations of a chunked SNN.
+ALLOCATOR_ENV = {
+    "MALLOC_MMAP_MAX_": "0",
+    "MALLOC_TRIM_THRESHOLD_": str(8 << 30),
+    "MALLOC_TOP_PAD_": str(1 << 30),
+}
+_REEXEC_MARK = "SNNEXP_ALLOCATOR_SET"
+
+USAGE = """usage: snnexp <command> [-m] [hydra overrides ...]
+
+Config-driven experiments training spiking neural networks on event-camera recordings.
+
+commands:
+{commands}
+
+examples:
+  snnexp train                                   # built-in simulated recording, default model
+  snnexp train model=plain norm=rms optimizer.lr=3e-4
+  snnexp train -m model=sew,plain,spiking norm=bn,rms,mul
+  snnexp train experiment=reference data.paths=[/data/rec.aedat4]
+  snnexp evaluate ckpt=outputs/train/runs/<run>/checkpoints/best.pt
+  snnexp simulate output=data/sim.aedat4 sim.duration_s=30
+  snnexp summarize dirs=[outputs/train/multiruns/<sweep>]
+
+`snnexp <command> --help` lists the config groups and options of a command.
+Set debug=true (or HYDRA_FULL_ERROR=1) for full tracebacks."""
+
+
+def usage() -> str:
+    width = max(len(c) for c in COMMANDS)
+    lines = [f"  {name.ljust(width)}  {spec[2]}" for name, spec in COMMANDS.items()]
+    return USAGE.format(commands="\n".join(lines))
+
+
+def _maybe_reexec_with_allocator(command: str) -> None:
+    """Re-exec once with the allocator variables set (they only act at process start)."""
+    if command not in _HEAVY or os.environ.get(_REEXEC_MARK) or os.environ.get("SNNEXP_NO_REEXEC"):
+        return
+    if sys.platform != "linux" or any(k in os.environ for k in ALLOCATOR_ENV):
+        return
+    env = dict(os.environ, **ALLOCATOR_ENV, **{_REEXEC_MARK: "1"})
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execve(sys.executable, [sys.executable, "-m", "snnexp", *sys.argv[1:]], env)
+    except OSError:
+        return  # carry on with the default allocator
+
+
+def _user_config_dir() -> list[str]:
+    """A ./conf folder of the user's (not the package's own) extends the search path."""
+    user = Path.cwd() / "conf"
+    if not user.is_dir():
+        return []
+    import importlib.resources as resources
+
+    try:
+        pkg = Path(str(resources.files(CONFIG_PACKAGE)))
+        if pkg.resolve() == user.resolve():
+            return []
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return ["--config-dir", str(user)]
+
+
+def _load(command: str) -> Callable[[Any], Any]:
+    import importlib
+
+    module, func, _ = COMMANDS[command]
+    return getattr(importlib.import_module(module), func)
+
+
+def run_hydra(command: str, argv: list[str]) -> Any:
+    """Run ``command`` as a Hydra app with ``argv`` as its command line."""
+    import hydra
+
+    from snnexp.config.store import register_schemas
+
+    register_schemas()
+
+    @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name=command)
+    def _app(cfg: Any) -> Any:
+        from snnexp.commands.runner import run_command
+
+        return run_command(command, cfg, _load(command))
+
+    saved = sys.argv
+    sys.argv = [f"snnexp-{command}", *_user_config_dir(), *argv]
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR")
+    # Let Hydra raise instead of printing its own multi-line report; we print one line.
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    os.environ["SNNEXP_USER_FULL_ERROR"] = user_full_error or "0"
+    try:
+        return _app()
+    except Exception as exc:
+        if user_full_error == "1" or _debug_requested(argv):
+            raise
+        print(f"snnexp {command}: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        sys.exit(2)
+    finally:
+        sys.argv = saved
+        os.environ.pop("SNNEXP_USER_FULL_ERROR", None)
+        if user_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = user_full_error
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    return any(a.lower() in ("debug=true", "debug=1", "+debug=true") for a in argv)
+
+
+def _one_line(exc: BaseException) -> str:
+    """Hydra/OmegaConf composition errors condensed to one line with the allowed options."""
+    text = str(exc)
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.startswith(("Set the environment variable",
+                                                       "Config search path", "provider="))]
+    if "Available options" in text:
+        head = [ln for ln in lines if not ln.startswith("Available options")]
+        first = head[0] if head else ""
+        return f"{first}; available options: {', '.join(head[1:])}"
+    msg = "; ".join(lines[:3]) if lines else type(exc).__name__
+    return msg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `snnexp` console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0
+    if args[0] in ("-V", "--version"):
+        from snnexp import __version__
+
+        print(f"snnexp {__version__}")
+        return 0
+    command = args[0]
+    if command not in COMMANDS:
+        print(f"snnexp: error: unknown command '{command}'; choose one of: "
+              f"{', '.join(COMMANDS)} (snnexp --help)", file=sys.stderr)
+        return 2
+    if argv is None:
+        _maybe_reexec_with_allocator(command)
+    run_hydra(command, args[1:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""`snnexp train`: a plain ``train(cfg)`` and the thin Hydra-facing command around it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from snnexp.config.schema import TrainConfig
+from snnexp.config.validate import to_schema, validate_train
+
+
+def _output_dir(cfg: TrainConfig) -> Path:
+    return Path(cfg.paths.output_dir)
+
+
+def _sweep_group() -> str | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode == RunMode.MULTIRUN:
+            return Path(hc.sweep.dir).name
+    except Exception:
+        pass
+    return None
+
+
+def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Train (and by default test) a model; return (metrics, objects).
+
+    Callable without Hydra: pass a TrainConfig whose ``paths.output_dir`` is set.
+    """
+    from snnexp.training.loop import Trainer
+
+    config_dict = (OmegaConf.to_container(cfg, resolve=True)
+                   if isinstance(cfg, DictConfig) else None)
+    tc = to_schema(cfg, TrainConfig)
+    validate_train(tc)
+    trainer = Trainer(tc, _output_dir(tc), config_dict=config_dict, sweep_group=_sweep_group())
+    exit_code = 1
+    try:
+        trainer.setup()
+        metrics: dict[str, Any] = dict(trainer.fit())
+        if tc.evaluate_test:
+            metrics.update(trainer.test())
+        _write_final_metrics(trainer.output_dir, metrics)
+        exit_code = 0
+    finally:
+        trainer.close(exit_code)
+    return metrics, {"trainer": trainer, "model": trainer.net, "data": trainer.data}
+
+
+def _write_final_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
+    import json
+
+    (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+
+
+def train_command(cfg: DictConfig) -> float | None:
+    """Hydra task: train, print the headline numbers, return ``optimized_metric``."""
+    metrics, _ = train(cfg)
+    _print_summary(metrics)
+    value = metrics.get(cfg.get("optimized_metric"))
+    return float(value) if value is not None else None
+
+
+def _print_summary(m: dict[str, Any]) -> None:
+    print(f"best val mse {m['val/mse_best']:.6f} at epoch {m['best_epoch']} "
+          f"({m['epochs']} epochs, {m['optimizer_steps']} optimizer steps)")
+    if "test/mae_deg" in m:
+        print(f"test: mae {m['test/mae_deg']:.2f} deg (std {m['test/std_deg']:.2f}, max "
+              f"{m['test/max_deg']:.2f}), mse {m['test/mse']:.6f}, rel {m['test/rel']:.4f}; "
+              f"hold-initial-angle baseline mae {m['test/baseline_mae_deg']:.2f} deg")

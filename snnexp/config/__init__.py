@@ -1,0 +1,1 @@
+"""Config schemas (``schema``), their Hydra registration (``store``) and checks (``validate``)."""

@@ -1,0 +1,24 @@
+"""Register the schemas with Hydra's ConfigStore so composition is typed and checked."""
+
+from __future__ import annotations
+
+from hydra.core.config_store import ConfigStore
+
+from snnexp.config.schema import EvaluateConfig, SimulateConfig, SummarizeConfig, TrainConfig
+
+# Primary configs (conf/train.yaml, ...) list these first in their defaults, so every group
+# option and command-line override is merged into a typed node: an unknown key or a value of
+# the wrong type fails at compose time with the key's name.
+SCHEMAS = {
+    "train_schema": TrainConfig,
+    "evaluate_schema": EvaluateConfig,
+    "simulate_schema": SimulateConfig,
+    "summarize_schema": SummarizeConfig,
+}
+
+
+def register_schemas() -> None:
+    """Store the schemas under the names the primary configs refer to (idempotent)."""
+    cs = ConfigStore.instance()
+    for name, node in SCHEMAS.items():
+        cs.store(name=name, node=node)

@@ -1,0 +1,145 @@
+"""Range checks of composed configs, each failing with the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+
+from snnexp.config import schema as S
+from snnexp.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def to_schema(cfg: Any, cls: type[T]) -> T:
+    """Turn a composed DictConfig (or an instance already) into the schema dataclass ``cls``."""
+    if isinstance(cfg, cls):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        merged = OmegaConf.merge(OmegaConf.structured(cls), cfg)
+        OmegaConf.resolve(merged)
+        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+    raise TypeError(f"expected {cls.__name__} or DictConfig, got {type(cfg).__name__}")
+
+
+def _fail(key: str, value: Any, allowed: str) -> None:
+    raise ConfigError(f"config key '{key}' = {value!r} is invalid: {allowed}")
+
+
+def _choice(key: str, value: Any, options: Iterable[str]) -> None:
+    options = tuple(options)
+    if value not in options:
+        _fail(key, value, f"allowed values are {', '.join(options)} (e.g. {key}={options[0]})")
+
+
+def _at_least(key: str, value: Any, low: float, hint: str = "") -> None:
+    if value is None or value < low:
+        _fail(key, value, f"must be >= {low}{hint}")
+
+
+def _positive(key: str, value: Any) -> None:
+    if value is None or not (value > 0) or not math.isfinite(value):
+        _fail(key, value, "must be a positive finite number")
+
+
+def validate_data(d: S.DataConfig, key: str = "data") -> None:
+    if not d.paths:
+        _fail(f"{key}.paths", d.paths,
+              "list at least one AEDAT4 recording: data.paths=[/path/rec.aedat4]")
+    _at_least(f"{key}.window_us", d.window_us, 1)
+    _at_least(f"{key}.downsample", d.downsample, 1)
+    _at_least(f"{key}.trim_start", d.trim_start, 0)
+    _at_least(f"{key}.trim_end", d.trim_end, 0)
+    _choice(f"{key}.target", d.target, S.TARGETS)
+    if not math.isfinite(d.target_scale) or d.target_scale == 0:
+        _fail(f"{key}.target_scale", d.target_scale, "must be a finite non-zero number")
+    _positive(f"{key}.madgwick_gain", d.madgwick_gain)
+    if len(d.split) != 3 or any(s < 0 for s in d.split) or abs(sum(d.split) - 1.0) > 1e-6:
+        _fail(f"{key}.split", list(d.split),
+              "must be three non-negative fractions [train, val, test] summing to 1")
+    _at_least(f"{key}.seq_length", d.seq_length, 2, " (a sequence needs an initial label + 1 step)")
+    _at_least(f"{key}.batch_size", d.batch_size, 1)
+    sim = d.sim
+    _positive(f"{key}.sim.duration_s", sim.duration_s)
+    _at_least(f"{key}.sim.width", sim.width, 8)
+    _at_least(f"{key}.sim.height", sim.height, 8)
+    if not sim.roll_min_deg < sim.roll_max_deg:
+        _fail(f"{key}.sim.roll_min_deg", sim.roll_min_deg, "must be below data.sim.roll_max_deg")
+    _positive(f"{key}.sim.contrast_threshold", sim.contrast_threshold)
+    _positive(f"{key}.sim.imu_rate_hz", sim.imu_rate_hz)
+
+
+def validate_model(m: S.ModelConfig, n: S.NormConfig) -> None:
+    _choice("model.block_type", m.block_type, S.BLOCK_TYPES)
+    _choice("model.connect_f", m.connect_f, S.CONNECT_FUNCTIONS)
+    _at_least("model.hidden", m.hidden, 1)
+    if not m.stages:
+        _fail("model.stages", m.stages, "list at least one stage")
+    for i, st in enumerate(m.stages):
+        k = f"model.stages[{i}]"
+        if st.block_type is not None:
+            _choice(f"{k}.block_type", st.block_type, S.BLOCK_TYPES)
+        for name in ("channels", "mid_channels", "k_pool", "stride_1", "stride_2"):
+            _at_least(f"{k}.{name}", getattr(st, name), 1)
+        _at_least(f"{k}.num_blocks", st.num_blocks, 0)
+        _choice(f"{k}.up_kernel_size", str(st.up_kernel_size), ("1", "3"))
+    nc = m.neuron
+    _choice("model.neuron.kind", nc.kind, S.NEURON_KINDS)
+    _choice("model.neuron.reset", nc.reset, S.RESETS)
+    _choice("model.neuron.surrogate.name", nc.surrogate.name, S.SURROGATES)
+    _positive("model.neuron.tau", nc.tau)
+    _positive("model.neuron.tau_out", nc.tau_out)
+    _positive("model.neuron.v_threshold", nc.v_threshold)
+    if nc.tau <= 1 or nc.tau_out <= 1:
+        _fail("model.neuron.tau", (nc.tau, nc.tau_out), "tau and tau_out must be > 1")
+    _choice("norm.kind", n.kind, S.NORM_KINDS)
+    _positive("norm.eps", n.eps)
+
+
+def validate_trainer(t: S.TrainerConfig) -> None:
+    _at_least("trainer.max_epochs", t.max_epochs, 1)
+    _at_least("trainer.tbptt_k", t.tbptt_k, 1)
+    _at_least("trainer.transient", t.transient, 0)
+    if t.grad_clip is not None:
+        _positive("trainer.grad_clip", t.grad_clip)
+    _at_least("trainer.early_stopping_patience", t.early_stopping_patience, 1)
+    _at_least("trainer.checkpoint_every", t.checkpoint_every, 0)
+    _choice("trainer.execution", t.execution, S.EXECUTIONS)
+    _choice("trainer.device", t.device, S.DEVICES)
+    if t.num_threads is not None:
+        _at_least("trainer.num_threads", t.num_threads, 1)
+
+
+def validate_logger(lg: S.LoggerConfig) -> None:
+    _choice("logger.name", lg.name, S.LOGGERS)
+    _choice("logger.wandb.mode", lg.wandb.mode, S.WANDB_MODES)
+
+
+def validate_train(cfg: S.TrainConfig) -> None:
+    """Check every value of a training config; raise ConfigError naming the first bad key."""
+    validate_data(cfg.data)
+    validate_model(cfg.model, cfg.norm)
+    o = cfg.optimizer
+    _choice("optimizer.name", o.name, S.OPTIMIZERS)
+    _positive("optimizer.lr", o.lr)
+    _at_least("optimizer.weight_decay", o.weight_decay, 0.0)
+    _choice("scheduler.name", cfg.scheduler.name, S.SCHEDULERS)
+    _at_least("scheduler.min_lr", cfg.scheduler.min_lr, 0.0)
+    validate_trainer(cfg.trainer)
+    validate_logger(cfg.logger)
+    _choice("monitor", cfg.monitor, S.MONITORS)
+    if cfg.trainer.transient >= cfg.data.seq_length - 1:
+        _fail("trainer.transient", cfg.trainer.transient,
+              f"must be below data.seq_length - 1 = {cfg.data.seq_length - 1}")
+
+
+def validate_evaluate(cfg: S.EvaluateConfig) -> None:
+    if not cfg.ckpt or cfg.ckpt == "???":
+        _fail("ckpt", cfg.ckpt,
+              "pass the checkpoint to evaluate: snnexp evaluate ckpt=PATH/best.pt")
+    validate_trainer(cfg.trainer)
+    validate_logger(cfg.logger)
+    _choice("monitor", cfg.monitor, S.MONITORS)

@@ -1,0 +1,26 @@
+"""User-facing errors: one clear line naming the problem and the fix."""
+
+from __future__ import annotations
+
+
+class SnnexpError(Exception):
+    """An error caused by the user's input or environment, printed as one line without traceback.
+
+    The message should say what is wrong (naming the file or config key) and how to fix it.
+    """
+
+
+class DataError(SnnexpError):
+    """A recording cannot be used (missing, unreadable, wrong format, no IMU, too short, ...)."""
+
+
+class ConfigError(SnnexpError):
+    """A configuration value is invalid; the message names the key and the allowed values."""
+
+
+class CheckpointError(SnnexpError):
+    """A checkpoint is missing, corrupted, unsafe or does not match the requested model."""
+
+
+class TrainingError(SnnexpError):
+    """Training cannot continue (e.g. a non-finite loss)."""

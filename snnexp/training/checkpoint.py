@@ -1,0 +1,80 @@
+"""Atomic checkpoint writes and safe (weights-only) loading.
+
+A checkpoint holds tensors and plain data only (dicts, lists, str, numbers, None), so it loads
+with ``torch.load(weights_only=True)``: a file carrying a pickled object that would run code is
+refused before anything of it executes.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from snnexp.errors import CheckpointError
+
+FORMAT = "snnexp-checkpoint"
+VERSION = 1
+
+
+def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``obj`` with torch.save to a temp file beside ``path``, fsync it, then rename.
+
+    A crash at any point leaves either the previous complete file or the new one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+                    ) -> dict[str, Any]:
+    """Load a checkpoint safely; raise CheckpointError with the reason and the fix."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint '{path}' does not exist: pass an existing file, e.g. "
+                              "ckpt=outputs/train/runs/<run>/checkpoints/best.pt")
+    try:
+        obj = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"checkpoint '{path}' was refused: it holds objects that are not plain data "
+            f"and could run code when loaded ({str(exc).splitlines()[0][:160]}); only load "
+            "checkpoints written by snnexp from sources you trust") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"checkpoint '{path}' is corrupted or truncated "
+                              f"({type(exc).__name__}); use another checkpoint, e.g. last.pt "
+                              "or best.pt of the same run") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT or "model" not in obj:
+        raise CheckpointError(f"'{path}' is not an snnexp checkpoint (no model/config inside); "
+                              "pass a best.pt / last.pt written by `snnexp train`")
+    return obj

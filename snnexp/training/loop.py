@@ -1,0 +1,321 @@
+"""The training recipe: one readable method per phase (setup, train epoch, validate, save, test).
+
+    trainer = Trainer(cfg, output_dir)
+    trainer.setup()          # seed, device, data, model, optimizer, scheduler, logger, resume
+    summary = trainer.fit()  # epochs of train_epoch + validate + save, early stopping
+    test = trainer.test()    # best model on the continuous test sequence(s)
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from snnexp.config.schema import TrainConfig
+from snnexp.errors import CheckpointError, ConfigError, TrainingError
+from snnexp.training import checkpoint as ckpt
+from snnexp.training.loggers import ExperimentLogger, scrub_secrets
+from snnexp.training.metrics import regression_metrics
+from snnexp.training.runtime import (
+    capture_rng_state,
+    configure_threads,
+    restore_rng_state,
+    seed_everything,
+    select_device,
+)
+from snnexp.training.tbptt import run_sequence
+
+CHECKPOINT_DIR = "checkpoints"
+LAST, BEST, BEST_WEIGHTS = "last.pt", "best.pt", "best_weights.pt"
+
+
+def run_name(cfg: TrainConfig) -> str:
+    """A W&B / display name built from the settings researchers compare."""
+    m, n = cfg.model, cfg.model.neuron
+    return (f"{m.block_type}-{cfg.norm.kind}-{n.kind}-{n.reset}-h{m.hidden}"
+            f"-{cfg.optimizer.name}{cfg.optimizer.lr:g}-k{cfg.trainer.tbptt_k}-s{cfg.seed}")
+
+
+def build_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    o = cfg.optimizer
+    if o.name == "adam":
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay,
+                                betas=tuple(o.betas))
+    if o.name == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    raise ConfigError(f"config key 'optimizer.name' = {o.name!r} is invalid: use adam or sgd")
+
+
+def build_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer) -> Any:
+    s = cfg.scheduler
+    if s.name == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=s.factor, patience=s.patience, min_lr=s.min_lr)
+    if s.name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cfg.trainer.max_epochs, eta_min=s.min_lr)
+    return None
+
+
+class Trainer:
+    """Holds the objects of one training run and runs its phases."""
+
+    def __init__(self, cfg: TrainConfig, output_dir: str | Path, config_dict: dict | None = None,
+                 sweep_group: str | None = None) -> None:
+        self.cfg = cfg
+        self.output_dir = Path(output_dir)
+        self.ckpt_dir = self.output_dir / CHECKPOINT_DIR
+        self.config_dict = scrub_secrets(config_dict or OmegaConf.to_container(
+            OmegaConf.structured(cfg), resolve=True))
+        self.sweep_group = sweep_group
+        self.history: list[dict[str, Any]] = []
+        self.epoch = 0  # epochs completed
+        self.global_step = 0  # optimizer steps
+        self.best_mse = math.inf
+        self.best_epoch = 0
+        self.bad_epochs = 0
+        self.stopped_early = False
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        """Seed, pick the device, build data, model, optimizer, scheduler, logger; resume."""
+        from snnexp.data.pipeline import build_data
+        from snnexp.models import build_network, count_trainable_parameters
+
+        cfg = self.cfg
+        seed_everything(cfg.seed)
+        configure_threads(cfg.trainer.num_threads)
+        self.device = select_device(cfg.trainer.device)
+        self.data = build_data(cfg.data, seed=cfg.seed)
+        if self.data.num_train_sequences == 0 or self.data.num_val_sequences == 0:
+            raise ConfigError(
+                f"data.seq_length = {cfg.data.seq_length} leaves no complete training or "
+                "validation sequence; lower data.seq_length or use a longer recording")
+        self.net = build_network(cfg.model, cfg.norm, tuple(self.data.input_shape)).to(self.device)
+        self.num_parameters = count_trainable_parameters(self.net)
+        self.optimizer = build_optimizer(cfg, self.net.parameters())
+        self.scheduler = build_scheduler(cfg, self.optimizer)
+        resume = self._load_resume() if cfg.ckpt_path else None
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        _check_writable(self.output_dir)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (self.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config_dict))
+        self.logger = ExperimentLogger(
+            cfg.logger, self.output_dir, run_name(cfg), self.config_dict, tags=list(cfg.tags),
+            group=self.sweep_group, resume_id=(resume or {}).get("wandb_run_id"))
+        if cfg.logger.wandb.watch:
+            self.logger.watch(self.net, cfg.logger.wandb.watch_freq)
+
+    def _load_resume(self) -> dict[str, Any]:
+        state = ckpt.load_checkpoint(self.cfg.ckpt_path, map_location=self.device)
+        try:
+            self.net.load_state_dict(state["model"])
+        except RuntimeError:
+            raise CheckpointError(
+                f"checkpoint '{self.cfg.ckpt_path}' holds another architecture than the "
+                "configured model; resume with the run's own settings (its config.yaml)") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        t = state["trainer_state"]
+        self.epoch, self.global_step = int(t["epoch"]), int(t["global_step"])
+        self.best_mse, self.best_epoch = float(t["best_mse"]), int(t["best_epoch"])
+        self.bad_epochs = int(t["bad_epochs"])
+        self.history = list(state.get("history", []))
+        if state.get("rng"):
+            restore_rng_state(state["rng"])
+        return state
+
+    # ------------------------------------------------------------ train epoch
+    def _limited(self, batches: Any, limit: int | None) -> Any:
+        if limit is None:
+            return batches
+        return itertools.islice(batches, math.ceil(limit / self.cfg.data.batch_size))
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        """One pass of TBPTT over the (seeded, shuffled) training sequences."""
+        t = self.cfg.trainer
+        self.net.train()
+        lr = self.optimizer.param_groups[0]["lr"]
+
+        def on_chunk(loss: float, step: int) -> None:
+            self.logger.log_chunk(step, loss, lr)
+
+        batches = self._limited(self.data.train_batches(epoch), t.limit_train_sequences)
+        total = self._num_batches(self.data.num_train_sequences, t.limit_train_sequences)
+        bar = _progress(batches, total, f"epoch {epoch} train", t.progress)
+        losses: list[float] = []
+        for frames, labels in bar:
+            out = run_sequence(self.net, frames, labels, k=t.tbptt_k, transient=t.transient,
+                               optimizer=self.optimizer, execution=t.execution,
+                               grad_clip=t.grad_clip, amp=t.amp, on_chunk=on_chunk,
+                               step_offset=self.global_step)
+            self.global_step += out.optimizer_steps
+            losses.extend(out.chunk_losses)
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.5f}")
+        return {"train/loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr}
+
+    def _num_batches(self, sequences: int, limit: int | None) -> int:
+        n = sequences if limit is None else min(sequences, limit)
+        return math.ceil(n / self.cfg.data.batch_size)
+
+    # --------------------------------------------------------------- validate
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Val MSE / L1 / relative error over all validation sequences (same procedure)."""
+        t = self.cfg.trainer
+        self.net.eval()
+        preds, targets = [], []
+        batches = self._limited(self.data.val_batches(), t.limit_val_sequences)
+        for frames, labels in batches:
+            out = run_sequence(self.net, frames, labels, k=t.tbptt_k, transient=t.transient,
+                               execution=t.execution, amp=t.amp)
+            preds.append(out.counted_preds.ravel())
+            targets.append(out.counted_targets.ravel())
+        m = regression_metrics(np.concatenate(preds), np.concatenate(targets))
+        return {f"val/{k}": v for k, v in m.items()}
+
+    # ------------------------------------------------------------------- save
+    def _checkpoint(self, metrics: dict[str, float]) -> dict[str, Any]:
+        return {
+            "format": ckpt.FORMAT,
+            "version": ckpt.VERSION,
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "epoch": self.epoch,
+            "metrics": dict(metrics),
+            "history": list(self.history),
+            "config": self.config_dict,
+            "data": self.data_meta(),
+            "trainer_state": {"epoch": self.epoch, "global_step": self.global_step,
+                              "best_mse": self.best_mse, "best_epoch": self.best_epoch,
+                              "bad_epochs": self.bad_epochs},
+            "rng": capture_rng_state(),
+            "wandb_run_id": self.logger.run_id,
+        }
+
+    def data_meta(self) -> dict[str, Any]:
+        return {"input_shape": list(self.data.input_shape),
+                "target_map": self.data.target_map.as_dict(),
+                "window_us": int(self.data.window_us),
+                "recordings": list(self.data.recordings)}
+
+    def save(self, metrics: dict[str, float], improved: bool) -> None:
+        """last.pt every epoch, best.pt (+ weights-only) on improvement, periodic epoch_N.pt."""
+        state = self._checkpoint(metrics)
+        if improved:
+            ckpt.atomic_save(state, self.ckpt_dir / BEST)
+            ckpt.atomic_save({"format": "snnexp-weights", "model": state["model"],
+                              "config": self.config_dict, "data": state["data"]},
+                             self.ckpt_dir / BEST_WEIGHTS)
+        every = self.cfg.trainer.checkpoint_every
+        if every and self.epoch % every == 0:
+            ckpt.atomic_save(state, self.ckpt_dir / f"epoch_{self.epoch:03d}.pt")
+        ckpt.atomic_save(state, self.ckpt_dir / LAST)
+        _atomic_write_text(self.output_dir / "history.json", json.dumps(self.history, indent=1))
+
+    # -------------------------------------------------------------------- fit
+    def fit(self) -> dict[str, Any]:
+        """Train up to max_epochs with validation, scheduling, checkpoints, early stopping."""
+        t = self.cfg.trainer
+        first = self.epoch + 1
+        for epoch in range(first, t.max_epochs + 1):
+            if self.bad_epochs >= t.early_stopping_patience:
+                self.stopped_early = True
+                break
+            start = time.time()
+            train_metrics = self.train_epoch(epoch)
+            val_metrics = self.validate()
+            self.epoch = epoch
+            val_mse = val_metrics["val/mse"]
+            if not math.isfinite(val_mse):
+                raise TrainingError(f"validation MSE is {val_mse} after epoch {epoch}; the last "
+                                    "good checkpoint was kept: lower optimizer.lr")
+            improved = val_mse < self.best_mse
+            if improved:
+                self.best_mse, self.best_epoch, self.bad_epochs = val_mse, epoch, 0
+            else:
+                self.bad_epochs += 1
+            self._step_scheduler(val_mse)
+            record = {"epoch": epoch, **train_metrics, **val_metrics,
+                      "val/mse_best": self.best_mse, "time_s": round(time.time() - start, 2)}
+            self.history.append(record)
+            self.logger.log_epoch(epoch, record)
+            self.save(record, improved)
+            if t.progress:
+                print(f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
+                      f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})", flush=True)
+        else:
+            self.stopped_early = self.bad_epochs >= t.early_stopping_patience
+        summary = {"val/mse_best": self.best_mse, "best_epoch": self.best_epoch,
+                   "epochs": self.epoch, "stopped_early": self.stopped_early,
+                   "optimizer_steps": self.global_step, "parameters": self.num_parameters}
+        self.logger.log_summary(summary)
+        self.logger.log_artifact(self.output_dir / "history.json", "history", "history")
+        return summary
+
+    def _step_scheduler(self, val_mse: float) -> None:
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_mse)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+
+    # ------------------------------------------------------------------- test
+    def test(self) -> dict[str, Any]:
+        """Evaluate the best checkpoint on the test sequence(s); write metrics and plots."""
+        from snnexp.training.evaluation import evaluate_and_report
+
+        best = ckpt.load_checkpoint(self.ckpt_dir / BEST, map_location=self.device)
+        self.net.load_state_dict(best["model"])
+        result = evaluate_and_report(
+            self.net, self.data, self.output_dir / "test", k=self.cfg.trainer.tbptt_k,
+            transient=self.cfg.trainer.transient, monitor=self.cfg.monitor,
+            execution=self.cfg.trainer.execution)
+        metrics = {f"test/{k}": v for k, v in result.metrics.items()}
+        self.logger.log_summary(metrics)
+        self.logger.log_images(result.plots)
+        return metrics
+
+    def close(self, exit_code: int = 0) -> None:
+        logger = getattr(self, "logger", None)
+        if logger is not None:
+            logger.finish(exit_code)
+
+
+def _check_writable(directory: Path) -> None:
+    probe = directory / ".snnexp_write_test"
+    try:
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"output directory '{directory}' is not writable ({exc.strerror}): "
+                          "choose another with hydra.run.dir=PATH or paths.log_dir=PATH") from None
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
+def config_as_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)
