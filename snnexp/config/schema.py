@@ -26,6 +26,7 @@ SCHEDULERS = ("plateau", "cosine", "none")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 EXECUTIONS = ("chunk", "step")
+STRATEGIES = ("single", "ddp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MONITORS = ("none", "spikes", "norm", "both")
 
@@ -159,6 +160,7 @@ class TrainerConfig:
     checkpoint_every: int = 10  # periodic checkpoint every N epochs (0: never)
     execution: str = "chunk"  # chunk (fast, K steps at once) | step (per-step reference loop)
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | mps
+    strategy: str = "single"  # single | ddp (DistributedDataParallel, started with torchrun)
     amp: bool = False  # autocast on CUDA
     num_threads: int | None = None  # torch intra-op threads; None: all cores
     limit_train_sequences: int | None = None  # debug: use only the first N training sequences

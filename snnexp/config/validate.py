@@ -109,6 +109,7 @@ def validate_trainer(t: S.TrainerConfig) -> None:
     _at_least("trainer.checkpoint_every", t.checkpoint_every, 0)
     _choice("trainer.execution", t.execution, S.EXECUTIONS)
     _choice("trainer.device", t.device, S.DEVICES)
+    _choice("trainer.strategy", t.strategy, S.STRATEGIES)
     if t.num_threads is not None:
         _at_least("trainer.num_threads", t.num_threads, 1)
 

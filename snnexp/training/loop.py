@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +91,7 @@ class Trainer:
         from snnexp.models import build_network, count_trainable_parameters
 
         cfg = self.cfg
+        _prepare_output_dir(self.output_dir)
         seed_everything(cfg.seed)
         configure_threads(cfg.trainer.num_threads)
         self.device = select_device(cfg.trainer.device)
@@ -105,8 +105,6 @@ class Trainer:
         self.optimizer = build_optimizer(cfg, self.net.parameters())
         self.scheduler = build_scheduler(cfg, self.optimizer)
         resume = self._load_resume() if cfg.ckpt_path else None
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        _check_writable(self.output_dir)
         self.ckpt_dir.mkdir(parents=True, exist_ok=True)
         (self.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config_dict))
         self.logger = ExperimentLogger(
@@ -293,9 +291,11 @@ class Trainer:
             logger.finish(exit_code)
 
 
-def _check_writable(directory: Path) -> None:
+def _prepare_output_dir(directory: Path) -> None:
+    """Create the run directory and prove it is writable before any work starts."""
     probe = directory / ".snnexp_write_test"
     try:
+        directory.mkdir(parents=True, exist_ok=True)
         probe.write_text("ok")
         probe.unlink()
     except OSError as exc:
@@ -316,6 +316,3 @@ def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
 
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
 
-
-def config_as_dict(cfg: TrainConfig) -> dict[str, Any]:
-    return asdict(cfg)
