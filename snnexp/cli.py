@@ -53,7 +53,7 @@ examples:
   snnexp train experiment=reference data.paths=[/data/rec.aedat4]
   snnexp evaluate ckpt=outputs/train/runs/<run>/checkpoints/best.pt
   snnexp simulate output=data/sim.aedat4 sim.duration_s=30
-  snnexp summarize dirs=[outputs/train/multiruns/<sweep>]
+  snnexp summarize outputs/train/multiruns/<sweep>
 
 `snnexp <command> --help` lists the config groups and options of a command.
 Set debug=true (or HYDRA_FULL_ERROR=1) for full tracebacks."""
@@ -96,6 +96,16 @@ def _user_config_dir() -> list[str]:
     return ["--config-dir", str(user)]
 
 
+def _secondary_rank_overrides() -> list[str]:
+    """torchrun ranks > 0 keep Hydra's run folder out of outputs/ (rank 0 writes the run)."""
+    if os.environ.get("RANK", "0") == "0" or "WORLD_SIZE" not in os.environ:
+        return []
+    import tempfile
+
+    scratch = tempfile.mkdtemp(prefix=f"snnexp-rank{os.environ['RANK']}-")
+    return [f"hydra.run.dir={scratch}", "hydra.output_subdir=null"]
+
+
 def _load(command: str) -> Callable[[Any], Any]:
     import importlib
 
@@ -107,9 +117,11 @@ def run_hydra(command: str, argv: list[str]) -> Any:
     """Run ``command`` as a Hydra app with ``argv`` as its command line."""
     import hydra
 
+    from snnexp.config.resolvers import record_sweep_keys
     from snnexp.config.store import register_schemas
 
     register_schemas()
+    record_sweep_keys(argv)
 
     @hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_PACKAGE}", config_name=command)
     def _app(cfg: Any) -> Any:
@@ -118,7 +130,7 @@ def run_hydra(command: str, argv: list[str]) -> Any:
         return run_command(command, cfg, _load(command))
 
     saved = sys.argv
-    sys.argv = [f"snnexp-{command}", *_user_config_dir(), *argv]
+    sys.argv = [f"snnexp-{command}", *_user_config_dir(), *argv, *_secondary_rank_overrides()]
     user_full_error = os.environ.get("HYDRA_FULL_ERROR")
     # Let Hydra raise instead of printing its own multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -157,6 +169,17 @@ def _one_line(exc: BaseException) -> str:
     return msg
 
 
+def _positional_dirs(args: list[str]) -> list[str]:
+    """``snnexp summarize DIR [DIR ...]`` is short for ``dirs=[DIR,...]``."""
+    dirs = [a for a in args
+            if not a.startswith("-") and ("=" not in a or Path(a).exists())]
+    if not dirs:
+        return args
+    rest = [a for a in args if a not in dirs]
+    quoted = ",".join("'" + d.replace("'", "\\'") + "'" for d in dirs)
+    return [*rest, f"dirs=[{quoted}]"]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `snnexp` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -173,9 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"snnexp: error: unknown command '{command}'; choose one of: "
               f"{', '.join(COMMANDS)} (snnexp --help)", file=sys.stderr)
         return 2
+    rest = args[1:]
+    if command == "summarize":
+        rest = _positional_dirs(rest)
     if argv is None:
         _maybe_reexec_with_allocator(command)
-    run_hydra(command, args[1:])
+    run_hydra(command, rest)
     return 0
 
 

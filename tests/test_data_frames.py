@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from snnexp.data.recording import Events
 
 from snnexp.data.frames import (
     MAX_COUNT,
@@ -18,7 +19,6 @@ from snnexp.data.frames import (
     frames_bincount,
     make_grid,
 )
-from snnexp.data.recording import Events
 from snnexp.errors import DataError
 
 T0 = 1_700_000_000_000_000

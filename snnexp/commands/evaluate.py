@@ -50,7 +50,7 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
     tc = _train_config(ckpt, dict(ec.data or {}))
     validate_data(tc.data)
-    data = build_data(tc.data, seed=tc.seed)
+    data = build_data(tc.data, seed=tc.seed, require_sequences=False)
     net = build_network(tc.model, tc.norm, tuple(data.input_shape)).to(device)
     try:
         net.load_state_dict(ckpt["model"])

@@ -15,6 +15,16 @@ def _output_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
+def _in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except Exception:
+        return False
+
+
 def _sweep_group() -> str | None:
     try:
         from hydra.core.hydra_config import HydraConfig
@@ -39,6 +49,11 @@ def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]
                    if isinstance(cfg, DictConfig) else None)
     tc = to_schema(cfg, TrainConfig)
     validate_train(tc)
+    finished = _previous_run(tc, resumable=tc.resume or _in_multirun())
+    if finished is not None:
+        return finished, {}
+    if tc.ckpt_path and config_dict is not None:
+        config_dict["ckpt_path"] = tc.ckpt_path
     trainer = Trainer(tc, _output_dir(tc), config_dict=config_dict, sweep_group=_sweep_group())
     exit_code = 1
     try:
@@ -46,17 +61,56 @@ def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]
         metrics: dict[str, Any] = dict(trainer.fit())
         if tc.evaluate_test:
             metrics.update(trainer.test())
-        _write_final_metrics(trainer.output_dir, metrics)
+        if trainer.is_main:
+            _write_final_metrics(trainer.output_dir, metrics)
         exit_code = 0
     finally:
         trainer.close(exit_code)
     return metrics, {"trainer": trainer, "model": trainer.net, "data": trainer.data}
 
 
+FINAL_METRICS = "final_metrics.json"
+
+
+def _previous_run(tc: TrainConfig, resumable: bool) -> dict[str, Any] | None:
+    """Handle a run directory that already holds a run; return its metrics if it finished.
+
+    Re-running a sweep (same hydra.sweep.dir) or ``resume=true`` skips a finished job and
+    continues an interrupted one from ``checkpoints/last.pt``. Otherwise an existing run is
+    never overwritten.
+    """
+    import json
+
+    out = _output_dir(tc)
+    last = out / "checkpoints" / "last.pt"
+    done = out / FINAL_METRICS
+    if resumable and done.is_file():
+        print(f"{out} already finished: skipping it (its metrics: {done})", flush=True)
+        return json.loads(done.read_text())
+    if tc.ckpt_path:
+        return None
+    if last.is_file():
+        if not resumable:
+            from snnexp.errors import ConfigError
+
+            raise ConfigError(f"run directory '{out}' already holds a run: pass resume=true to "
+                              "continue it, or choose a new hydra.run.dir")
+        print(f"resuming {out} from {last}", flush=True)
+        tc.ckpt_path = str(last)
+    elif tc.resume and not _in_multirun():
+        from snnexp.errors import ConfigError
+
+        raise ConfigError(f"resume=true but '{last}' does not exist: pass the run's directory "
+                          "(hydra.run.dir=outputs/train/runs/<run>) or ckpt_path=PATH/last.pt")
+    return None
+
+
 def _write_final_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
     import json
 
-    (output_dir / "final_metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    from snnexp.training.checkpoint import atomic_write_text
+
+    atomic_write_text(output_dir / FINAL_METRICS, json.dumps(metrics, indent=1, default=str))
 
 
 def train_command(cfg: DictConfig) -> float | None:

@@ -177,6 +177,7 @@ class WandbConfig:
     watch: bool = False  # gradient/parameter watching (costly)
     watch_freq: int = 100
     dir: str | None = None  # None: the run's output directory
+    init_timeout: float = 30.0  # seconds an online start may take before falling back offline
 
 
 @dataclass
@@ -208,6 +209,7 @@ class TrainConfig:
     seed: int = 0
     tags: list[str] = field(default_factory=list)
     ckpt_path: str | None = None  # resume training from this checkpoint
+    resume: bool = False  # continue the run in paths.output_dir from its checkpoints/last.pt
     optimized_metric: str = "val/mse_best"  # returned by train() for Hydra sweepers
     evaluate_test: bool = True  # evaluate the best model on the test sequence after training
     monitor: str = "none"  # evaluation monitors: none | spikes | norm | both
@@ -217,7 +219,8 @@ class TrainConfig:
 @dataclass
 class EvaluateConfig:
     ckpt: str = "???"  # checkpoint to evaluate (best.pt of a run)
-    data: Any | None = None  # overrides of the checkpoint's data settings (e.g. data.path)
+    data: dict[str, Any] = field(default_factory=dict)  # overrides of the checkpoint's data
+    # settings, e.g. data.paths=[rec.aedat4] (or the shortcut data.path=rec.aedat4)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(name="none"))
     paths: PathsConfig = field(default_factory=PathsConfig)

@@ -19,6 +19,9 @@ SCHEMAS = {
 
 def register_schemas() -> None:
     """Store the schemas under the names the primary configs refer to (idempotent)."""
+    from snnexp.config.resolvers import register_resolvers
+
+    register_resolvers()
     cs = ConfigStore.instance()
     for name, node in SCHEMAS.items():
         cs.store(name=name, node=node)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -70,6 +71,41 @@ def wrap(net: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
 
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(net, device_ids=ids)
+
+
+def same_path(ctx: DistContext, path: Path) -> Path:
+    """Rank 0's ``path`` on every rank (each torchrun process composed its own run dir)."""
+    if not ctx.enabled:
+        return path
+    import torch.distributed as dist
+
+    box = [str(path)]
+    dist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+def sync_buffers(ctx: DistContext, net: nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward; after the last one of an epoch the
+    ranks' running statistics differ, and validation must see the same model everywhere.
+    """
+    if not ctx.enabled:
+        return
+    import torch.distributed as dist
+
+    for buf in net.buffers():
+        dist.broadcast(buf, src=0)
+
+
+def mean_over_ranks(ctx: DistContext, value: float) -> float:
+    if not ctx.enabled:
+        return value
+    import torch.distributed as dist
+
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t.item()) / ctx.world_size
 
 
 def barrier(ctx: DistContext) -> None:

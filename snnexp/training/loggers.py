@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -41,13 +42,16 @@ class ExperimentLogger:
 
     def __init__(self, cfg: LoggerConfig, output_dir: Path, run_name: str, config: dict[str, Any],
                  tags: list[str] | None = None, group: str | None = None,
-                 resume_id: str | None = None) -> None:
+                 resume_id: str | None = None, enabled: bool = True) -> None:
         self.output_dir = Path(output_dir)
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
+        self.enabled = enabled  # False on DDP ranks other than 0: log nothing anywhere
         self._t0 = time.time()
         self.run = None
         self.run_id: str | None = None
+        if not enabled:
+            return
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.output_dir / "metrics.jsonl", "a", encoding="utf-8")  # noqa: SIM115
         if cfg.name == "wandb" and cfg.wandb.mode != "disabled":
             self._init_wandb(cfg, run_name, config, tags or [], group, resume_id)
 
@@ -60,8 +64,11 @@ class ExperimentLogger:
         wandb_dir.mkdir(parents=True, exist_ok=True)
         mode = w.mode
         if mode == "online" and not os.environ.get("WANDB_API_KEY") and not _has_netrc_login():
+            print("warning: logger.wandb.mode=online but no W&B login was found (WANDB_API_KEY "
+                  "or `wandb login`); logging offline, upload later with `wandb sync`",
+                  file=sys.stderr, flush=True)
             mode = "offline"
-        settings = wandb.Settings(init_timeout=30, silent=True, console="off")
+        settings = wandb.Settings(init_timeout=w.init_timeout, silent=True, console="off")
         kwargs = dict(project=w.project, entity=w.entity, name=run_name, group=w.group or group,
                       tags=tags, dir=str(wandb_dir), config=scrub_secrets(config),
                       settings=settings, reinit="finish_previous")
@@ -73,7 +80,7 @@ class ExperimentLogger:
             if mode != "online":
                 raise
             print(f"warning: W&B online init failed ({type(exc).__name__}); logging offline, "
-                  "upload later with `wandb sync`")
+                  "upload later with `wandb sync`", file=sys.stderr, flush=True)
             self.run = wandb.init(mode="offline", **kwargs)
         self.run_id = self.run.id
         self.run.define_metric("chunk/step")
@@ -87,6 +94,8 @@ class ExperimentLogger:
             self.run.watch(model, log="all", log_freq=freq)
 
     def _write(self, kind: str, data: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         record = {"kind": kind, "time_s": round(time.time() - self._t0, 3)}
         record.update({k: _jsonable(v) for k, v in data.items()})
         self._jsonl.write(json.dumps(record) + "\n")
@@ -98,13 +107,17 @@ class ExperimentLogger:
 
     def log_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
         self._write("epoch", {"epoch": epoch, **metrics})
-        self._jsonl.flush()
+        self._flush()
         if self.run is not None:
             self.run.log({"epoch": epoch, **metrics})
 
+    def _flush(self) -> None:
+        if self.enabled:
+            self._jsonl.flush()
+
     def log_summary(self, metrics: dict[str, Any]) -> None:
         self._write("summary", metrics)
-        self._jsonl.flush()
+        self._flush()
         if self.run is not None:
             for key, value in metrics.items():
                 self.run.summary[key] = value
@@ -124,7 +137,7 @@ class ExperimentLogger:
             self.run.log_artifact(art)
 
     def finish(self, exit_code: int = 0) -> None:
-        if not self._jsonl.closed:
+        if self.enabled and not self._jsonl.closed:
             self._jsonl.close()
         if self.run is not None:
             self.run.finish(exit_code=exit_code)

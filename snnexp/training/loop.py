@@ -22,8 +22,10 @@ from omegaconf import OmegaConf
 from snnexp.config.schema import TrainConfig
 from snnexp.errors import CheckpointError, ConfigError, TrainingError
 from snnexp.training import checkpoint as ckpt
+from snnexp.training import distributed as dist
 from snnexp.training.loggers import ExperimentLogger, scrub_secrets
 from snnexp.training.metrics import regression_metrics
+from snnexp.training.provenance import write_provenance
 from snnexp.training.runtime import (
     capture_rng_state,
     configure_threads,
@@ -83,6 +85,7 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self.stopped_early = False
+        self.ctx = dist.DistContext()  # single process unless trainer.strategy=ddp
 
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
@@ -91,27 +94,40 @@ class Trainer:
         from snnexp.models import build_network, count_trainable_parameters
 
         cfg = self.cfg
-        _prepare_output_dir(self.output_dir)
+        self.ctx = dist.init_distributed(cfg.trainer.strategy)
+        if self.ctx.enabled and cfg.trainer.execution == "step":
+            raise ConfigError("config key 'trainer.execution' = 'step' is invalid with "
+                              "trainer.strategy=ddp: use trainer.execution=chunk")
+        self.output_dir = dist.same_path(self.ctx, self.output_dir)  # rank 0's run directory
+        self.ckpt_dir = self.output_dir / CHECKPOINT_DIR
+        if self.is_main:
+            _prepare_output_dir(self.output_dir)
         seed_everything(cfg.seed)
         configure_threads(cfg.trainer.num_threads)
-        self.device = select_device(cfg.trainer.device)
+        self.device = dist.device_for(self.ctx, select_device(cfg.trainer.device))
         self.data = build_data(cfg.data, seed=cfg.seed)
-        if self.data.num_train_sequences == 0 or self.data.num_val_sequences == 0:
-            raise ConfigError(
-                f"data.seq_length = {cfg.data.seq_length} leaves no complete training or "
-                "validation sequence; lower data.seq_length or use a longer recording")
         self.net = build_network(cfg.model, cfg.norm, tuple(self.data.input_shape)).to(self.device)
         self.num_parameters = count_trainable_parameters(self.net)
         self.optimizer = build_optimizer(cfg, self.net.parameters())
         self.scheduler = build_scheduler(cfg, self.optimizer)
         resume = self._load_resume() if cfg.ckpt_path else None
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (self.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config_dict))
+        # what TBPTT trains through: the network, or its DDP wrapper (gradient averaging)
+        self.model = dist.wrap(self.net, self.ctx, self.device)
+        if self.is_main:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+            (self.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config_dict))
+            write_provenance(self.output_dir)
         self.logger = ExperimentLogger(
             cfg.logger, self.output_dir, run_name(cfg), self.config_dict, tags=list(cfg.tags),
-            group=self.sweep_group, resume_id=(resume or {}).get("wandb_run_id"))
+            group=self.sweep_group, resume_id=(resume or {}).get("wandb_run_id"),
+            enabled=self.is_main)
         if cfg.logger.wandb.watch:
             self.logger.watch(self.net, cfg.logger.wandb.watch_freq)
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 (or the only process): the one that logs, prints and writes files."""
+        return self.ctx.is_main
 
     def _load_resume(self) -> dict[str, Any]:
         state = ckpt.load_checkpoint(self.cfg.ckpt_path, map_location=self.device)
@@ -144,16 +160,19 @@ class Trainer:
         t = self.cfg.trainer
         self.net.train()
         lr = self.optimizer.param_groups[0]["lr"]
+        rank, world = self.ctx.rank, self.ctx.world_size
 
         def on_chunk(loss: float, step: int) -> None:
             self.logger.log_chunk(step, loss, lr)
 
-        batches = self._limited(self.data.train_batches(epoch), t.limit_train_sequences)
-        total = self._num_batches(self.data.num_train_sequences, t.limit_train_sequences)
-        bar = _progress(batches, total, f"epoch {epoch} train", t.progress)
+        batches = self._limited(self.data.train_batches(epoch, rank, world),
+                                t.limit_train_sequences)
+        total = self._num_batches(math.ceil(self.data.num_train_sequences / world),
+                                  t.limit_train_sequences)
+        bar = _progress(batches, total, f"epoch {epoch} train", t.progress and self.is_main)
         losses: list[float] = []
         for frames, labels in bar:
-            out = run_sequence(self.net, frames, labels, k=t.tbptt_k, transient=t.transient,
+            out = run_sequence(self.model, frames, labels, k=t.tbptt_k, transient=t.transient,
                                optimizer=self.optimizer, execution=t.execution,
                                grad_clip=t.grad_clip, amp=t.amp, on_chunk=on_chunk,
                                step_offset=self.global_step)
@@ -161,7 +180,9 @@ class Trainer:
             losses.extend(out.chunk_losses)
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.5f}")
-        return {"train/loss": float(np.mean(losses)) if losses else float("nan"), "lr": lr}
+        dist.sync_buffers(self.ctx, self.net)  # BN running stats of rank 0 everywhere
+        loss = dist.mean_over_ranks(self.ctx, float(np.mean(losses)) if losses else math.nan)
+        return {"train/loss": loss, "lr": lr}
 
     def _num_batches(self, sequences: int, limit: int | None) -> int:
         n = sequences if limit is None else min(sequences, limit)
@@ -211,6 +232,8 @@ class Trainer:
 
     def save(self, metrics: dict[str, float], improved: bool) -> None:
         """last.pt every epoch, best.pt (+ weights-only) on improvement, periodic epoch_N.pt."""
+        if not self.is_main:
+            return
         state = self._checkpoint(metrics)
         if improved:
             ckpt.atomic_save(state, self.ckpt_dir / BEST)
@@ -221,7 +244,8 @@ class Trainer:
         if every and self.epoch % every == 0:
             ckpt.atomic_save(state, self.ckpt_dir / f"epoch_{self.epoch:03d}.pt")
         ckpt.atomic_save(state, self.ckpt_dir / LAST)
-        _atomic_write_text(self.output_dir / "history.json", json.dumps(self.history, indent=1))
+        ckpt.atomic_write_text(self.output_dir / "history.json",
+                               json.dumps(self.history, indent=1))
 
     # -------------------------------------------------------------------- fit
     def fit(self) -> dict[str, Any]:
@@ -251,7 +275,8 @@ class Trainer:
             self.history.append(record)
             self.logger.log_epoch(epoch, record)
             self.save(record, improved)
-            if t.progress:
+            dist.barrier(self.ctx)
+            if t.progress and self.is_main:
                 print(f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
                       f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})", flush=True)
         else:
@@ -274,6 +299,8 @@ class Trainer:
         """Evaluate the best checkpoint on the test sequence(s); write metrics and plots."""
         from snnexp.training.evaluation import evaluate_and_report
 
+        if not self.is_main:
+            return {}
         best = ckpt.load_checkpoint(self.ckpt_dir / BEST, map_location=self.device)
         self.net.load_state_dict(best["model"])
         result = evaluate_and_report(
@@ -289,6 +316,7 @@ class Trainer:
         logger = getattr(self, "logger", None)
         if logger is not None:
             logger.finish(exit_code)
+        dist.shutdown(self.ctx)
 
 
 def _prepare_output_dir(directory: Path) -> None:
@@ -301,12 +329,6 @@ def _prepare_output_dir(directory: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"output directory '{directory}' is not writable ({exc.strerror}): "
                           "choose another with hydra.run.dir=PATH or paths.log_dir=PATH") from None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:

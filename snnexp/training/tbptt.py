@@ -48,9 +48,11 @@ def chunk_bounds(num_steps: int, k: int) -> list[tuple[int, int]]:
 
 
 def _forward(net: nn.Module, x: torch.Tensor, execution: str) -> torch.Tensor:
+    # Through __call__ (the network dispatches on the rank), so wrappers such as
+    # DistributedDataParallel see every forward and synchronise the gradients.
     if execution == "chunk":
-        return net.forward_chunk(x)
-    return torch.stack([net.forward_step(x[i]) for i in range(x.shape[0])])
+        return net(x)
+    return torch.stack([net(x[i]) for i in range(x.shape[0])])
 
 
 def run_sequence(
@@ -71,8 +73,10 @@ def run_sequence(
 
     ``frames`` is [T, B, C, H, W] (any numeric dtype, on any device; each chunk is moved to the
     network's device and dtype), ``labels`` [T, B]. ``execution`` is ``chunk`` (the K steps of a
-    chunk in one call) or ``step`` (one call per step, the reference loop).
+    chunk in one call) or ``step`` (one call per step, the reference loop). ``net`` may be
+    wrapped (DistributedDataParallel); its state methods are reached through ``.module``.
     """
+    core = getattr(net, "module", net)  # the network itself under a DDP wrapper
     param = next(net.parameters())
     device, dtype = param.device, param.dtype
     labels = labels.to(device=device, dtype=dtype)
@@ -82,8 +86,8 @@ def run_sequence(
                 if amp and device.type == "cuda" else nullcontext())
     first_counted = transient + 1  # first step index whose prediction counts
 
-    net.reset_state()
-    net.set_output_membrane(labels[0])
+    core.reset_state()
+    core.set_output_membrane(labels[0])
     preds: list[torch.Tensor] = []
     losses: list[float] = []
     steps = 0
@@ -103,7 +107,7 @@ def run_sequence(
             losses.append(value)
             if on_chunk is not None:
                 on_chunk(value, step_offset + steps)
-        net.detach_state()
+        core.detach_state()
         preds.append(y.detach())
     out = torch.cat(preds).float().cpu().numpy() if preds else np.zeros((0, labels.shape[1]))
     return SequenceOutput(preds=out, targets=labels[1:].float().cpu().numpy(),
