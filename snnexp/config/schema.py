@@ -40,8 +40,10 @@ class SimConfig:
     height: int = 260  # sensor height in pixels
     seed: int = 0  # all randomness of the simulation derives from this
     camera_name: str = "DAVIS346_SIM"  # camera name written into the AEDAT4 file
-    roll_min_deg: float = -180.0  # roll range of the simulated motion
-    roll_max_deg: float = 0.0
+    # roll range of the simulated motion: inside the reference's [-180, 0] deg, kept clear of
+    # +-180 deg where the roll formula (atan2) wraps and the label would jump from 1 to -1
+    roll_min_deg: float = -170.0
+    roll_max_deg: float = -10.0
     max_speed_deg_s: float = 90.0  # peak roll speed
     render_rate_hz: float = 1000.0  # rate at which the scene is rendered to generate events
     contrast_threshold: float = 0.25  # log-intensity change that fires one event

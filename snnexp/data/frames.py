@@ -276,14 +276,44 @@ class FrameFileWriter:
             self._buf.fill(0)
             self._dirty = False
 
-    def close(self) -> None:
-        """Write the last block and close the file (idempotent)."""
+    def close(self, n_windows: int | None = None) -> None:
+        """Write the last block and close the file (idempotent); with ``n_windows``, keep only
+        the first ``n_windows`` frames (the file is cut, its header rewritten in place)."""
         if self._mm is None:
             return
         self._flush()
         self._mm.flush()
         self._release()
+        if n_windows is not None and n_windows < self.shape[0]:
+            shrink_npy(self.path, max(0, int(n_windows)))
+            self.shape = (max(0, int(n_windows)), *self.shape[1:])
 
     def _release(self) -> None:
         self._mm = None  # drops the mapping
         self._buf = np.zeros((0,), dtype=FRAME_DTYPE)
+
+
+def shrink_npy(path: str | os.PathLike[str], n_rows: int) -> None:
+    """Keep the first ``n_rows`` rows of a C-ordered ``.npy`` file, in place (no copy).
+
+    The header is rewritten with the new shape, padded to its old length (the data offset
+    stays), and the file is truncated.
+    """
+    fmt = np.lib.format
+    with open(path, "r+b") as fh:
+        version = fmt.read_magic(fh)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(fh)
+        offset = fh.tell()
+        if fortran or n_rows > shape[0]:
+            raise ValueError(f"cannot shrink {path} of shape {shape} to {n_rows} rows")
+        new_shape = (int(n_rows), *shape[1:])
+        header = (f"{{'descr': {fmt.dtype_to_descr(dtype)!r}, 'fortran_order': False, "
+                  f"'shape': {new_shape!r}, }}")
+        start = 8 + (2 if version == (1, 0) else 4)  # magic, version, header length field
+        room = offset - start
+        if len(header) + 1 > room:
+            raise ValueError(f"no room to rewrite the header of {path}")
+        fh.seek(start)
+        fh.write((header.ljust(room - 1) + "\n").encode("latin1"))
+        fh.truncate(offset + int(np.prod(new_shape, dtype=np.int64)) * dtype.itemsize)

@@ -13,6 +13,7 @@ from torch import nn
 from snnexp.config.schema import BLOCK_TYPES, CONNECT_FUNCTIONS, StageConfig
 from snnexp.errors import ConfigError
 from snnexp.models.factory import LayerFactory
+from snnexp.models.fusion import norm_neuron
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -45,7 +46,7 @@ class ConvNormNeuron(ConvNorm):
         self.sn = sn
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        return self.sn(self.norm(self.conv(x), steps), steps)
+        return norm_neuron(self.norm, self.sn, self.conv(x), steps)
 
 
 class _TwoConvBlock(nn.Module):
@@ -61,17 +62,20 @@ class _TwoConvBlock(nn.Module):
         self.norm2 = layers.norm(channels)
         self.sn2 = layers.neuron()
 
+    def _branch_conv(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
+        """The residual branch up to its second conv (before norm2)."""
+        return self.conv2(norm_neuron(self.norm1, self.sn1, self.conv1(x), steps))
+
     def _branch(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
         """The residual branch up to (not including) its last LIF."""
-        out = self.sn1(self.norm1(self.conv1(x), steps), steps)
-        return self.norm2(self.conv2(out), steps)
+        return self.norm2(self._branch_conv(x, steps), steps)
 
 
 class PlainBlock(_TwoConvBlock):
     """conv3x3(stride_1) + norm + LIF, conv3x3(stride_2) + norm + LIF; no shortcut."""
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        return self.sn2(self._branch(x, steps), steps)
+        return norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps)
 
 
 def _shortcut_stride(stride_1: int, stride_2: int) -> int:
@@ -115,7 +119,7 @@ class SEWBlock(_TwoConvBlock):
                            if stride != 1 else None)
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        s = self.sn2(self._branch(x, steps), steps)
+        s = norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps)
         identity = x if self.downsample is None else self.downsample(x, steps)
         if self.connect_f == "ADD":
             return s + identity

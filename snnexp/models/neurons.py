@@ -21,6 +21,8 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import nn
 
 from snnexp.config.schema import NEURON_KINDS, RESETS, SURROGATES, NeuronConfig, SurrogateConfig
+from snnexp.engine import native
+from snnexp.engine.functions import FusedBatchNormLIF, FusedLIF, LifSpec, fixed_affine_lif
 from snnexp.errors import ConfigError
 
 # Width / slope used when ``surrogate.alpha`` is None. atan and sigmoid are SpikingJelly's own
@@ -114,6 +116,11 @@ def make_surrogate(cfg: SurrogateConfig, key: str = "model.neuron.surrogate") ->
     return FastSigmoid(alpha)
 
 
+# The fused kernels' surrogate ids (snnexp/engine/kernels.cpp: surrogate()).
+_SURROGATE_IDS: dict[type, int] = {sj_surrogate.Sigmoid: 0, sj_surrogate.ATan: 1,
+                                   Triangular: 2, FastSigmoid: 3}
+
+
 # --------------------------------------------------------------------------- neurons
 class StatefulModule(nn.Module):
     """A module carrying state across time steps; the network resets / truncates it."""
@@ -130,9 +137,13 @@ class StatefulModule(nn.Module):
 class SpikingNeuron(StatefulModule):
     """A layer of SpikingJelly LIF / PLIF neurons run one step or a whole chunk at a time.
 
-    In a chunk the neuron runs SpikingJelly's multi-step path over the ``steps`` time steps
-    (one call, the time loop inside SpikingJelly), on the same state as the single-step path.
+    One step runs SpikingJelly's single-step path (the reference). A chunk runs the fused
+    native LIF kernel of :mod:`snnexp.engine` when it applies (LIF, CPU, float32/64, kernels
+    built, ``fused`` on), else SpikingJelly's multi-step path (which picks its CUDA / Triton
+    kernels on GPU); both on the same state as the single-step path.
     """
+
+    fused: bool = True  # use the native kernels in chunks when they apply
 
     def __init__(self, node: sj_neuron.BaseNode) -> None:
         super().__init__()
@@ -141,7 +152,50 @@ class SpikingNeuron(StatefulModule):
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         if steps is None:
             return self.node.single_step_forward(x)
+        if self.can_fuse(x):
+            return self.run_fused(x, steps)
         return self.node.multi_step_forward(x.unflatten(0, (steps, -1))).flatten(0, 1)
+
+    def lif_spec(self) -> LifSpec | None:
+        """The neuron's constants for the fused kernels, or None if they do not apply."""
+        node = self.node
+        if type(node) is not sj_neuron.LIFNode or not node.decay_input:
+            return None
+        sg_id = _SURROGATE_IDS.get(type(node.surrogate_function))
+        alpha = getattr(node.surrogate_function, "alpha", None)
+        spiking = getattr(node.surrogate_function, "spiking", True)
+        if sg_id is None or not spiking or not isinstance(alpha, (int, float)):
+            return None
+        return LifSpec(float(node.tau), float(node.v_threshold),
+                       None if node.v_reset is None else float(node.v_reset),
+                       bool(node.detach_reset), sg_id, float(alpha))
+
+    def can_fuse(self, x: torch.Tensor) -> bool:
+        """Whether a chunk ``x`` can run through the fused kernels."""
+        return self.fused and native.supports(x) and self.lif_spec() is not None
+
+    def run_fused(self, x: torch.Tensor, steps: int, norm: nn.BatchNorm2d | None = None
+                  ) -> torch.Tensor:
+        """Chunk through the native kernels, optionally with a per-step BatchNorm before.
+
+        ``norm`` in training mode (batch statistics) is fused with its running-statistics
+        update; in eval mode it must run without autograd and is folded into the neuron.
+        """
+        spec = self.lif_spec()
+        v = self.node.v
+        v0 = (v if isinstance(v, torch.Tensor)
+              else torch.full_like(x[: x.shape[0] // steps], float(v)))
+        if norm is None:
+            out, v_new = FusedLIF.apply(x, v0, steps, spec)
+        elif norm.training or not norm.track_running_stats:
+            out, v_new, mean, var = FusedBatchNormLIF.apply(x, norm.weight, norm.bias, v0, steps,
+                                                            norm.eps, spec)
+            norm.record_batch_stats(mean, var, x.shape[0] // steps * x[0, 0].numel())
+        else:
+            scale, shift = norm.folded_affine()
+            out, v_new = fixed_affine_lif(x, steps, v0, spec, scale, shift)
+        self.node.v = v_new
+        return out
 
     @property
     def v(self) -> torch.Tensor | float:

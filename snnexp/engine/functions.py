@@ -1,0 +1,212 @@
+"""Autograd functions over the native kernels: fused per-step BatchNorm + LIF on a chunk.
+
+A chunk is ``[K * B, ...]`` time-major, NCHW-contiguous or channels_last (any other layout is
+made contiguous). Semantics equal the unfused reference (per-step BatchNorm of
+:mod:`snnexp.models.norms`, then SpikingJelly's LIF over K steps): the forward writes only the
+spikes and the final membrane; the backward recomputes the membranes from the saved input
+(cache-resident tiles) instead of storing them. Callers check :func:`native.supports` first and
+otherwise use the pure-PyTorch path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from snnexp.engine import native
+
+
+@dataclass(frozen=True)
+class LifSpec:
+    """LIF constants (decay_input, SpikingJelly semantics) and the surrogate's id / alpha."""
+
+    tau: float
+    threshold: float
+    v_reset: float | None  # None: soft reset
+    detach_reset: bool
+    surrogate: int  # 0 sigmoid, 1 atan, 2 triangular, 3 fast sigmoid
+    alpha: float
+
+    def args(self) -> tuple[float, float, float, int]:
+        hard = self.v_reset is not None
+        return self.tau, self.threshold, float(self.v_reset or 0.0), int(hard)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a chunk's per-step block ``[M]`` splits into channels and parallel units."""
+
+    steps: int
+    per_step: int  # M
+    channels: int
+    inner: int  # contiguous run with one channel (H * W), or 1 for channels_last
+    units: int
+    memory_format: torch.memory_format
+
+    def args(self) -> tuple[int, int, int, int]:
+        return self.steps, self.per_step, self.channels, self.inner
+
+
+def geometry(x: torch.Tensor, steps: int) -> tuple[torch.Tensor, Geometry]:
+    """``x`` in a kernel-readable layout and its geometry (4-D: per channel; else C = 1)."""
+    batch = x.shape[0] // steps
+    if x.dim() == 4:
+        _, c, h, w = x.shape
+        if x.is_contiguous():
+            return x, Geometry(steps, batch * c * h * w, c, h * w, batch * c,
+                               torch.contiguous_format)
+        if x.is_contiguous(memory_format=torch.channels_last):
+            return x, Geometry(steps, batch * c * h * w, c, 1, batch * h * w,
+                               torch.channels_last)
+        x = x.contiguous()
+        return x, Geometry(steps, batch * c * h * w, c, h * w, batch * c, torch.contiguous_format)
+    x = x.contiguous()
+    inner = x[0].numel()
+    return x, Geometry(steps, batch * inner, 1, inner, batch, torch.contiguous_format)
+
+
+def _layout(t: torch.Tensor, g: Geometry) -> torch.Tensor:
+    return t.contiguous(memory_format=g.memory_format) if t.dim() == 4 else t.contiguous()
+
+
+def batch_stats(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per (step, channel) mean and biased variance ``[K, C]`` in float64 (one pass)."""
+    k, c = g.steps, g.channels
+    xs = x.view(k, -1, *x.shape[1:]) if x.dim() == 4 else x.view(k, -1)
+    ref = (xs[:, 0, :, 0, 0] if x.dim() == 4 else xs[:, :1]).contiguous()  # a value per (k, c)
+    parts = max(1, torch.get_num_threads())
+    s1 = torch.zeros(parts, k, c, dtype=torch.float64)
+    s2 = torch.zeros(parts, k, c, dtype=torch.float64)
+    used = native.run("stats", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
+        x.data_ptr(), ref.data_ptr(), s1[i].data_ptr(), s2[i].data_ptr(), *g.args(), u0, u1))
+    n = g.per_step // c
+    m1 = s1[:used].sum(0) / n
+    var = (s2[:used].sum(0) / n - m1.square()).clamp_min(0.0)
+    return ref.double() + m1, var
+
+
+def forward(x: torch.Tensor, g: Geometry, v0: torch.Tensor | None, lif: LifSpec | None,
+            scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Affine (``scale``/``shift`` [K, C], optional) then LIF (optional): (out, final v)."""
+    out = torch.empty_like(x)
+    v = _layout(v0, g).clone() if lif is not None else None
+    tau, thr, vr, hard = lif.args() if lif is not None else (2.0, 1.0, 0.0, 0)
+    native.run("fwd", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
+        x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v), out.data_ptr(),
+        *g.args(), tau, thr, vr, hard, int(lif is not None), u0, u1))
+    return out, v
+
+
+def backward(x: torch.Tensor, g: Geometry, v0: torch.Tensor | None, lif: LifSpec | None,
+             grad_out: torch.Tensor | None, grad_v: torch.Tensor | None,
+             scale: torch.Tensor | None, shift: torch.Tensor | None,
+             mean: torch.Tensor | None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    """Gradient of the affine output, of v0, and per (k, c) sum(gy), sum(gy * (x - mean))."""
+    grad_out = torch.zeros_like(x) if grad_out is None else _layout(grad_out, g)
+    gy = torch.empty_like(x)
+    gv0 = torch.empty_like(v0) if lif is not None else None
+    grad_v = _layout(grad_v, g) if grad_v is not None and lif is not None else None
+    parts = max(1, torch.get_num_threads())
+    sums = mean is not None
+    s1 = torch.zeros(parts, g.steps, g.channels, dtype=torch.float64) if sums else None
+    s2 = torch.zeros_like(s1) if sums else None
+    spec = lif or LifSpec(2.0, 1.0, None, True, 1, 2.0)
+    tau, thr, vr, hard = spec.args()
+    used = native.run("bwd", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
+        x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v0), grad_out.data_ptr(),
+        native.ptr(grad_v), gy.data_ptr(), native.ptr(gv0), native.ptr(mean),
+        s1[i].data_ptr() if sums else None, s2[i].data_ptr() if sums else None, *g.args(),
+        tau, thr, vr, hard, int(spec.detach_reset), spec.surrogate, spec.alpha,
+        int(lif is not None), u0, u1))
+    if not sums:
+        return gy, gv0, None, None
+    return gy, gv0, s1[:used].sum(0), s2[:used].sum(0)
+
+
+class FusedBatchNormLIF(torch.autograd.Function):
+    """Training-mode per-step BatchNorm (batch statistics) then LIF over a chunk.
+
+    ``lif`` None gives BatchNorm alone. Returns (out, final v, mean [K, C], biased var [K, C]);
+    mean and var are for the running-statistics update and not differentiable.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
+                v0: torch.Tensor | None, steps: int, eps: float, lif: LifSpec | None):
+        ctx.set_materialize_grads(False)  # no zero-filled gradient for an unused final v
+        x, g = geometry(x, steps)
+        mean64, var64 = batch_stats(x, g)
+        rstd64 = torch.rsqrt(var64 + eps)
+        scale64 = rstd64 if weight is None else rstd64 * weight.detach().double()
+        shift64 = -mean64 * scale64 if bias is None else bias.detach().double() - mean64 * scale64
+        scale, shift = scale64.to(x.dtype), shift64.to(x.dtype)
+        mean = mean64.to(x.dtype)
+        v0 = _layout(v0, g) if lif is not None else None
+        out, v = forward(x, g, v0, lif, scale, shift)
+        ctx.save_for_backward(x, v0, scale, shift, mean, rstd64)
+        ctx.geo, ctx.lif = g, lif
+        ctx.affine = (weight is not None, bias is not None)
+        var = var64.to(x.dtype)
+        ctx.mark_non_differentiable(mean, var)
+        if v is None:
+            v = x.new_empty(0)
+            ctx.mark_non_differentiable(v)
+        return out, v, mean, var
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor, grad_v: torch.Tensor | None, _gm, _gv):
+        x, v0, scale, shift, mean, rstd64 = ctx.saved_tensors
+        g: Geometry = ctx.geo
+        if grad_v is not None and grad_v.numel() == 0:
+            grad_v = None
+        gy, gv0, sum_gy, dot = backward(x, g, v0, ctx.lif, grad_out, grad_v, scale, shift, mean)
+        n = g.per_step // g.channels
+        scale64 = scale.double()
+        a = -scale64 * dot * rstd64.square() / n
+        c = -scale64 * sum_gy / n
+        d = c - a * mean.double()
+        a_t, d_t = a.to(x.dtype).contiguous(), d.to(x.dtype).contiguous()
+        native.run("affine3", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
+            gy.data_ptr(), x.data_ptr(), scale.data_ptr(), a_t.data_ptr(), d_t.data_ptr(),
+            *g.args(), u0, u1))  # dx = scale * gy + a * x + d, in place
+        has_w, has_b = ctx.affine
+        grad_w = (dot * rstd64).sum(0).to(x.dtype) if has_w else None
+        grad_b = sum_gy.sum(0).to(x.dtype) if has_b else None
+        return gy, grad_w, grad_b, gv0, None, None, None
+
+
+class FusedLIF(torch.autograd.Function):
+    """LIF over a chunk (no norm). Returns (spikes, final v)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, v0: torch.Tensor, steps: int, lif: LifSpec):
+        ctx.set_materialize_grads(False)
+        x, g = geometry(x, steps)
+        v0 = _layout(v0, g)
+        out, v = forward(x, g, v0, lif)
+        ctx.save_for_backward(x, v0)
+        ctx.geo, ctx.lif = g, lif
+        return out, v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: torch.Tensor, grad_v: torch.Tensor | None):
+        x, v0 = ctx.saved_tensors
+        gy, gv0, _, _ = backward(x, ctx.geo, v0, ctx.lif, grad_out, grad_v, None, None, None)
+        return gy, gv0, None, None
+
+
+def fixed_affine_lif(x: torch.Tensor, steps: int, v0: torch.Tensor | None, lif: LifSpec | None,
+                     scale: torch.Tensor, shift: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Inference: a per-channel affine (BatchNorm folded from running stats) then LIF, no grad."""
+    x, g = geometry(x, steps)
+    k = g.steps
+    sc = scale.to(x.dtype).expand(k, -1).contiguous()
+    sh = shift.to(x.dtype).expand(k, -1).contiguous()
+    return forward(x, g, v0, lif, sc, sh)

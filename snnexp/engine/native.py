@@ -1,0 +1,156 @@
+"""Build, cache and call the native kernels of ``kernels.cpp`` (ctypes, no torch headers).
+
+The source is compiled once per machine with the system C++ compiler (about a second) into
+``$SNNEXP_KERNEL_CACHE`` (default ``~/.cache/snnexp/kernels``), keyed by a hash of the source,
+flags and compiler, and loaded with ctypes. Calls release the GIL, so a chunk's work is split
+over ``torch.get_num_threads()`` Python threads. If there is no compiler or the build fails,
+:func:`lib` returns None and the engine falls back to pure PyTorch.
+``SNNEXP_NATIVE_KERNELS=0`` disables the kernels (for comparisons and debugging).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("kernels.cpp")
+FLAGS = ["-O3", "-march=native", "-fopenmp-simd", "-ffp-contract=off", "-fno-math-errno",
+         "-std=c++17", "-shared", "-fPIC"]
+DTYPES = {torch.float32: "f32", torch.float64: "f64"}
+_SMALL = 1 << 16  # below this many elements per call, one thread is faster
+
+_lock = threading.Lock()
+_lib: ctypes.CDLL | None = None
+_tried = False
+_enabled = os.environ.get("SNNEXP_NATIVE_KERNELS", "1") != "0"
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+
+
+def cache_dir() -> Path:
+    """Where built libraries are kept."""
+    root = os.environ.get("SNNEXP_KERNEL_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "snnexp" / "kernels"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _build(cxx: str) -> Path:
+    """Compile the kernels (if not cached) and return the library path."""
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cxx, *FLAGS]).encode()).hexdigest()[:16]
+    target = cache_dir() / f"snnexp_kernels_{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        out = Path(tmp) / target.name
+        subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(out)], check=True,
+                       capture_output=True, text=True, timeout=300)
+        os.replace(out, target)  # atomic: concurrent builders agree on one file
+    return target
+
+
+def _declare(lib: ctypes.CDLL) -> None:
+    p, i64, f64, c_int = ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_int
+    geo = [i64, i64, i64, i64]
+    for suf in DTYPES.values():
+        getattr(lib, f"snn_stats_{suf}").argtypes = [p, p, p, p, *geo, i64, i64]
+        getattr(lib, f"snn_fwd_{suf}").argtypes = [p, p, p, p, p, *geo, f64, f64, f64, c_int,
+                                                   c_int, i64, i64]
+        getattr(lib, f"snn_bwd_{suf}").argtypes = [p, p, p, p, p, p, p, p, p, p, p, *geo, f64,
+                                                   f64, f64, c_int, c_int, c_int, f64, c_int,
+                                                   i64, i64]
+        getattr(lib, f"snn_affine3_{suf}").argtypes = [p, p, p, p, p, *geo, i64, i64]
+        for name in ("stats", "fwd", "bwd", "affine3"):
+            getattr(lib, f"snn_{name}_{suf}").restype = None
+
+
+def lib() -> ctypes.CDLL | None:
+    """The loaded kernel library, building it on first use; None if unavailable/disabled."""
+    global _lib, _tried
+    if not _enabled:
+        return None
+    if _tried:
+        return _lib
+    with _lock:
+        if not _tried:
+            _tried = True
+            cxx = _compiler()
+            if cxx is None:
+                return None
+            try:
+                handle = ctypes.CDLL(str(_build(cxx)))
+                _declare(handle)
+                _lib = handle
+            except (OSError, subprocess.SubprocessError) as err:
+                detail = getattr(err, "stderr", "") or ""
+                warnings.warn(f"snnexp: native SNN kernels unavailable, using PyTorch ({err}) "
+                              f"{detail[-500:]}", RuntimeWarning, stacklevel=2)
+    return _lib
+
+
+def available() -> bool:
+    """True if the native kernels can be used."""
+    return lib() is not None
+
+
+def set_enabled(enabled: bool) -> bool:
+    """Switch the native kernels on or off (process-wide); returns the previous setting."""
+    global _enabled
+    previous, _enabled = _enabled, bool(enabled)
+    return previous
+
+
+def supports(x: torch.Tensor) -> bool:
+    """Whether a tensor can go through the kernels (CPU, float32/64, enabled, built)."""
+    return x.device.type == "cpu" and x.dtype in DTYPES and available()
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    if _pool is None or _pool_size != n:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool, _pool_size = ThreadPoolExecutor(n, thread_name_prefix="snnexp-kernel"), n
+    return _pool
+
+
+def run(name: str, dtype: torch.dtype, units: int, work: int,
+        args: Callable[[int, int, int], Sequence[object]]) -> int:
+    """Call ``snn_<name>_<dtype>`` over ``units`` units split across threads.
+
+    ``args(part, u0, u1)`` returns the argument list for part ``part`` covering units
+    ``[u0, u1)``. Returns the number of parts used (for per-part partial sums).
+    """
+    fn = getattr(lib(), f"snn_{name}_{DTYPES[dtype]}")
+    parts = max(1, min(torch.get_num_threads(), units, work // _SMALL or 1))
+    bounds = [units * i // parts for i in range(parts + 1)]
+    if parts == 1:
+        fn(*args(0, 0, units))
+        return 1
+    futures = [_executor(parts).submit(fn, *args(i, bounds[i], bounds[i + 1]))
+               for i in range(parts)]
+    for f in futures:
+        f.result()
+    return parts
+
+
+def ptr(t: torch.Tensor | None) -> int | None:
+    """Data pointer for ctypes (None for a missing optional tensor)."""
+    return None if t is None else t.data_ptr()

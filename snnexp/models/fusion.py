@@ -1,0 +1,46 @@
+"""``norm -> neuron`` as one fused kernel call on a chunk when that is exact and observable.
+
+Blocks call :func:`norm_neuron` where a norm feeds a spiking neuron directly. A per-step
+BatchNorm followed by a LIF then runs as one native pass (training: batch statistics and the
+running-statistics update; inference without autograd: the BatchNorm folded into the neuron).
+Otherwise, and whenever a hook watches either module (e.g. :class:`Monitors` recording norm
+statistics), the two modules run one after the other, so hooks see what they expect.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.modules import module as nn_module
+
+from snnexp.models.neurons import SpikingNeuron
+from snnexp.models.norms import BatchNorm2d
+
+
+def _hooked(m: nn.Module) -> bool:
+    return bool(m._forward_hooks or m._forward_pre_hooks)
+
+
+def _global_hooks() -> bool:
+    return bool(nn_module._global_forward_hooks or nn_module._global_forward_pre_hooks)
+
+
+def can_fuse(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | None) -> bool:
+    """Whether ``sn(norm(x, steps), steps)`` may run as one fused kernel call."""
+    if steps is None or steps == 1 or type(norm) is not BatchNorm2d:
+        return False
+    if not (isinstance(sn, SpikingNeuron) and norm.fused and sn.can_fuse(x)):
+        return False
+    if _hooked(norm) or _hooked(sn) or _global_hooks():
+        return False
+    if norm.training or not norm.track_running_stats:
+        return x.shape[0] // steps * x.shape[2] * x.shape[3] > 1
+    return not torch.is_grad_enabled()
+
+
+def norm_neuron(norm: nn.Module, sn: nn.Module, x: torch.Tensor,
+                steps: int | None) -> torch.Tensor:
+    """``sn(norm(x, steps), steps)``, fused when :func:`can_fuse` allows."""
+    if can_fuse(norm, sn, x, steps):
+        return sn.run_fused(x, steps, norm)
+    return sn(norm(x, steps), steps)
