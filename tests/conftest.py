@@ -30,6 +30,7 @@ TINY = [
     "trainer.tbptt_k=10",
     "trainer.progress=false",
     "trainer.device=cpu",
+    "trainer.num_threads=1",  # tiny tensors: no gain from threads, and robust on busy hosts
     "optimizer.lr=1e-3",
 ]
 

@@ -98,14 +98,16 @@ def test_submitit_local_executor_runs_the_slurm_code_path(run_cli, sim_dir, tmp_
                   "hydra.sweep.dir=outputs/submitit")
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = tmp_path / "outputs" / "submitit"
-    assert _finished(sweep) == ["0_norm=rms"]
+    assert _finished(sweep) == ["0"]  # nothing swept: the job number alone
     assert list((sweep / ".submitit").rglob("*_result.pkl"))
 
 
 def test_ddp_two_processes_follow_the_single_process_trajectory(run_cli, sim_dir,
                                                                 tmp_path) -> None:
+    # 12 sequences per epoch: 3 global batches of 4 = 3 x (2 ranks x 2); rms norm has no
+    # batch statistics, so both runs compute the same gradients up to summation order
     common = [*TINY, f"paths.data_dir={sim_dir}", "norm=rms", "trainer.max_epochs=2",
-              "evaluate_test=false", "trainer.num_threads=1"]
+              "evaluate_test=false", "trainer.limit_train_sequences=12"]
     single = run_cli("train", *common, "data.batch_size=4", "hydra.run.dir=outputs/single")
     assert single.returncode == 0, single.stderr[-2000:]
     env = dict(os.environ, SNNEXP_ROOT=str(tmp_path), OMP_NUM_THREADS="1")
@@ -118,8 +120,10 @@ def test_ddp_two_processes_follow_the_single_process_trajectory(run_cli, sim_dir
     h1 = json.loads((tmp_path / "outputs" / "single" / "history.json").read_text())
     h2 = json.loads((tmp_path / "outputs" / "ddp" / "history.json").read_text())
     assert len(h1) == len(h2) == 2
+    # same batches and mean gradients; only float rounding differs (batch 2 vs 4 kernels),
+    # which flips a few borderline spikes: close, not bit-identical
     for a, b in zip(h1, h2):
-        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=0.05)
-        assert b["val/mse"] == pytest.approx(a["val/mse"], rel=0.05)
+        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=0.02)
+    assert h2[-1]["val/mse"] == pytest.approx(h1[-1]["val/mse"], rel=0.05)
     # only rank 0 wrote a run: one metrics file, one set of checkpoints
     assert len(list((tmp_path / "outputs").rglob("metrics.jsonl"))) == 2

@@ -150,10 +150,12 @@ class Trainer:
         return state
 
     # ------------------------------------------------------------ train epoch
-    def _limited(self, batches: Any, limit: int | None) -> Any:
+    def _limited(self, batches: Any, limit: int | None, world_size: int = 1) -> Any:
+        """The batches holding the first ``limit`` sequences (over all ranks under DDP)."""
         if limit is None:
             return batches
-        return itertools.islice(batches, math.ceil(limit / self.cfg.data.batch_size))
+        per_batch = self.cfg.data.batch_size * world_size
+        return itertools.islice(batches, math.ceil(limit / per_batch))
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         """One pass of TBPTT over the (seeded, shuffled) training sequences."""
@@ -166,9 +168,11 @@ class Trainer:
             self.logger.log_chunk(step, loss, lr)
 
         batches = self._limited(self.data.train_batches(epoch, rank, world),
-                                t.limit_train_sequences)
-        total = self._num_batches(math.ceil(self.data.num_train_sequences / world),
-                                  t.limit_train_sequences)
+                                t.limit_train_sequences, world)
+        n_seq = self.data.num_train_sequences
+        if t.limit_train_sequences is not None:
+            n_seq = min(n_seq, t.limit_train_sequences)
+        total = math.ceil(math.ceil(n_seq / world) / self.cfg.data.batch_size)
         bar = _progress(batches, total, f"epoch {epoch} train", t.progress and self.is_main)
         losses: list[float] = []
         for frames, labels in bar:
@@ -183,10 +187,6 @@ class Trainer:
         dist.sync_buffers(self.ctx, self.net)  # BN running stats of rank 0 everywhere
         loss = dist.mean_over_ranks(self.ctx, float(np.mean(losses)) if losses else math.nan)
         return {"train/loss": loss, "lr": lr}
-
-    def _num_batches(self, sequences: int, limit: int | None) -> int:
-        n = sequences if limit is None else min(sequences, limit)
-        return math.ceil(n / self.cfg.data.batch_size)
 
     # --------------------------------------------------------------- validate
     @torch.no_grad()

@@ -1,0 +1,128 @@
+"""Training / inference frames/s of the per-step reference loop vs the fast chunk engine.
+
+Reference size: 2 x 260 x 346 frames, B = 4, K = 10, hidden 512, BatchNorm, each block type.
+Per repetition both modes run the same sequence back to back (alternating, so the shared CPU's
+load hits both alike); a frame is one time step of one sample. Also compares the float32 loss
+curves of the two modes over 20 TBPTT chunks (same initial network, same data).
+
+    python -m benchmarks.bench_engine [--reps 3] [--chunks 3] [--blocks sew,plain,spiking]
+
+Re-executes itself with the allocator settings of the ``snnexp`` command (as the CLI does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+from typing import Any
+
+import torch
+
+from benchmarks.common import ensure_allocator, machine, summary, write_json
+
+SHAPE = (2, 260, 346)
+B, K, HIDDEN = 4, 10, 512
+
+
+def make_net(block: str, seed: int = 0) -> torch.nn.Module:
+    from snnexp.config.schema import ModelConfig, NormConfig
+    from snnexp.models import build_network
+
+    torch.manual_seed(seed)
+    return build_network(ModelConfig(block_type=block, hidden=HIDDEN), NormConfig(kind="bn"),
+                         SHAPE)
+
+
+def make_data(steps: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Event-count-like frames (Poisson, mean 0.3) and a smooth random target."""
+    g = torch.Generator().manual_seed(seed)
+    frames = torch.poisson(torch.full((steps, B, *SHAPE), 0.3), g)
+    t = torch.linspace(0, 6.28, steps)[:, None]
+    labels = torch.sin(t + torch.rand(1, B, generator=g) * 6.28)
+    return frames, labels
+
+
+def _timed(net: torch.nn.Module, frames: torch.Tensor, labels: torch.Tensor, execution: str,
+           optimizer: torch.optim.Optimizer | None) -> float:
+    """Frames/s of one run_sequence over ``frames``."""
+    from snnexp.training.tbptt import run_sequence
+
+    net.train(optimizer is not None)
+    start = time.perf_counter()
+    run_sequence(net, frames, labels, k=K, optimizer=optimizer, execution=execution)
+    return (frames.shape[0] - 1) * frames.shape[1] / (time.perf_counter() - start)
+
+
+def speed(block: str, reps: int, chunks: int) -> dict[str, Any]:
+    """Alternate step / fast for training and inference; per-repetition fps and ratios."""
+    net = make_net(block)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    frames, labels = make_data(K * chunks + 1)
+    warm_f, warm_l = frames[: K + 1], labels[: K + 1]
+    for ex in ("step", "chunk"):  # warm-up: kernels, allocator pools, oneDNN primitives
+        _timed(net, warm_f, warm_l, ex, opt)
+        _timed(net, warm_f, warm_l, ex, None)
+    out: dict[str, Any] = {}
+    for phase, optimizer in (("train", opt), ("infer", None)):
+        fps: dict[str, list[float]] = {"step": [], "fast": []}
+        for rep in range(reps):
+            order = ("step", "chunk") if rep % 2 == 0 else ("chunk", "step")
+            for ex in order:
+                with torch.set_grad_enabled(optimizer is not None):
+                    fps["fast" if ex == "chunk" else "step"].append(
+                        _timed(net, frames, labels, ex, optimizer))
+        ratios = [f / s for f, s in zip(fps["fast"], fps["step"])]
+        out[phase] = {"step_fps": summary(fps["step"]), "fast_fps": summary(fps["fast"]),
+                      "ratio": summary(ratios), "raw": fps}
+        print(f"{block:8s} {phase:5s} step {out[phase]['step_fps']['median']:7.1f} fps  fast "
+              f"{out[phase]['fast_fps']['median']:7.1f} fps  ratio "
+              f"{out[phase]['ratio']['median']:.2f}x [{min(ratios):.2f}-{max(ratios):.2f}]",
+              flush=True)
+    return out
+
+
+def loss_curves(block: str, chunks: int = 20) -> dict[str, Any]:
+    """float32 per-chunk losses of step vs fast training from the same network and data."""
+    from snnexp.training.tbptt import run_sequence
+
+    base = make_net(block, seed=1)
+    frames, labels = make_data(K * chunks + 1, seed=1)
+    curves = {}
+    for ex in ("step", "chunk"):
+        net = copy.deepcopy(base).train()
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+        curves[ex] = run_sequence(net, frames, labels, k=K, optimizer=opt,
+                                  execution=ex).chunk_losses
+    rel = [abs(f - s) / abs(s) for s, f in zip(curves["step"], curves["chunk"])]
+    print(f"{block:8s} loss curves over {chunks} chunks: max relative difference "
+          f"{max(rel):.2e}", flush=True)
+    return {"step": curves["step"], "fast": curves["chunk"], "max_rel_diff": max(rel),
+            "within_5_percent": max(rel) <= 0.05}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--chunks", type=int, default=3, help="chunks per timed sequence")
+    parser.add_argument("--blocks", default="sew,plain,spiking")
+    parser.add_argument("--loss-blocks", default="sew", help="blocks for the loss curves")
+    parser.add_argument("--loss-chunks", type=int, default=20)
+    args = parser.parse_args(argv)
+    from snnexp.engine import native
+
+    result: dict[str, Any] = {"machine": machine(), "native_kernels": native.available(),
+                              "config": {"shape": SHAPE, "batch": B, "k": K, "hidden": HIDDEN,
+                                         "reps": args.reps, "chunks": args.chunks},
+                              "speed": {}, "loss_curves": {}}
+    for block in filter(None, args.blocks.split(",")):
+        result["speed"][block] = speed(block, args.reps, args.chunks)
+    for block in filter(None, args.loss_blocks.split(",")):
+        result["loss_curves"][block] = loss_curves(block, args.loss_chunks)
+    print(f"wrote {write_json('engine', result)}")
+    return result
+
+
+if __name__ == "__main__":
+    ensure_allocator("benchmarks.bench_engine")
+    main()
