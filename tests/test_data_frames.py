@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from snnexp.data.recording import Events
 
 from snnexp.data.frames import (
     MAX_COUNT,
@@ -19,6 +18,7 @@ from snnexp.data.frames import (
     frames_bincount,
     make_grid,
 )
+from snnexp.data.recording import Events
 from snnexp.errors import DataError
 
 T0 = 1_700_000_000_000_000

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from snnexp.data.recording import read_recording
-from snnexp.data.simulate import simulate_imu, simulate_recording, simulated_roll_deg
 
 from snnexp.config.schema import TARGETS, SimConfig
 from snnexp.data.labels import (
@@ -22,6 +20,8 @@ from snnexp.data.labels import (
     madgwick_reference,
     quaternion_angles,
 )
+from snnexp.data.recording import read_recording
+from snnexp.data.simulate import simulate_imu, simulate_recording, simulated_roll_deg
 
 
 def _imu_stream(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

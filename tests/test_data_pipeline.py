@@ -8,15 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import snnexp.data.pipeline as pipeline
-from snnexp.data.pipeline import build_data, prepare_recording
-from snnexp.data.recording import Events, ImuSamples, read_recording, write_recording
-from snnexp.data.simulate import simulate_recording
 
+import snnexp.data.pipeline as pipeline
 from snnexp.config.schema import DataConfig, SimConfig
 from snnexp.data.datasets import epoch_order, shard, split_bounds
 from snnexp.data.frames import WindowGrid, events_to_frames
 from snnexp.data.labels import imu_angles
+from snnexp.data.pipeline import build_data, prepare_recording
+from snnexp.data.recording import Events, ImuSamples, read_recording, write_recording
+from snnexp.data.simulate import simulate_recording
 from snnexp.data.targets import TargetMap
 from snnexp.errors import DataError
 

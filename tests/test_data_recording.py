@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 import snnexp.data.recording as recording_module
 from snnexp.data.recording import (
     Events,
@@ -17,7 +18,6 @@ from snnexp.data.recording import (
     read_recording,
     write_recording,
 )
-
 from snnexp.errors import DataError
 
 T0 = 1_700_000_000_000_000  # epoch-scale timestamps, like a camera's

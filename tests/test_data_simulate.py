@@ -6,6 +6,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+
+from snnexp.config.schema import SimConfig
+from snnexp.data.frames import events_to_frames, make_grid
 from snnexp.data.recording import read_recording
 from snnexp.data.simulate import (
     T0_US,
@@ -15,9 +18,6 @@ from snnexp.data.simulate import (
     simulate_recording,
     simulated_roll_deg,
 )
-
-from snnexp.config.schema import SimConfig
-from snnexp.data.frames import events_to_frames, make_grid
 
 SMALL = SimConfig(duration_s=2.0, width=64, height=48, seed=4)
 
