@@ -157,6 +157,9 @@ def _debug_requested(argv: list[str]) -> bool:
 
 def _one_line(exc: BaseException) -> str:
     """Hydra/OmegaConf composition errors condensed to one line with the allowed options."""
+    if isinstance(exc, OSError) and exc.filename:  # Hydra could not create the run directory
+        return (f"cannot create the output directory '{exc.filename}' ({exc.strerror}): choose "
+                "a writable one with hydra.run.dir=PATH or paths.log_dir=PATH")
     text = str(exc)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("Set the environment variable",

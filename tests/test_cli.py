@@ -70,6 +70,10 @@ def test_multirun_two_jobs_each_with_own_directory(run_cli, sim_dir, tmp_path) -
     (["data.split=[0.5,0.5,0.5]"], "data.split"),
     (["trainer.tbptt_k=ten"], "trainer.tbptt_k"),
     (["data=aedat4", "data.paths=[/nonexistent/rec.aedat4]"], "/nonexistent/rec.aedat4"),
+    (["data.seq_length=1"], "data.seq_length"),
+    (["model.block_type=dense"], "model.block_type"),
+    (["optimizer.lr=-1"], "optimizer.lr"),
+    (["hydra.run.dir=/proc/snnexp/run"], "cannot create the output directory"),
 ])
 def test_bad_input_one_line_and_nonzero_exit(run_cli, args: list[str], expected: str) -> None:
     out = run_cli("train", *args, "logger=none")
@@ -78,6 +82,15 @@ def test_bad_input_one_line_and_nonzero_exit(run_cli, args: list[str], expected:
     errors = [ln for ln in lines if "error:" in ln]
     assert len(errors) == 1 and expected in errors[0], out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_evaluate_refuses_junk_and_truncated_checkpoints(run_cli, tmp_path) -> None:
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    out = run_cli("evaluate", f"ckpt={junk}")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"checkpoint '{junk}' is corrupted or truncated" in out.stderr
+    assert junk.read_text() == "not a checkpoint"  # nothing overwritten
 
 
 def test_evaluate_requires_ckpt(run_cli) -> None:

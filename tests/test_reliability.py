@@ -159,3 +159,22 @@ def test_wandb_online_without_network_falls_back_offline_and_hides_key(run_cli, 
     for path in run.rglob("*"):
         if path.is_file() and path.stat().st_size < 50_000_000:
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_evaluate_with_mismatched_architecture_is_refused(compose_train, tmp_path) -> None:
+    from snnexp.commands.evaluate import evaluate
+    from snnexp.config.schema import EvaluateConfig, PathsConfig, TrainerConfig
+    from snnexp.errors import CheckpointError
+
+    train(compose_train("trainer.max_epochs=1", "evaluate_test=false"))
+    best = tmp_path / "run" / "checkpoints" / "best.pt"
+    state = torch.load(best, weights_only=True)
+    state["config"]["model"]["block_type"] = "plain"  # weights of a sew net, config of plain
+    other = tmp_path / "other.pt"
+    torch.save(state, other)
+    out = tmp_path / "eval"
+    cfg = EvaluateConfig(ckpt=str(other), paths=PathsConfig(output_dir=str(out)),
+                         trainer=TrainerConfig(device="cpu", progress=False), plots=False)
+    with pytest.raises(CheckpointError, match="does not match the network its config describes"):
+        evaluate(cfg)
+    assert not (out / "metrics.json").exists()

@@ -79,6 +79,10 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist: pass an existing file, e.g. "
                               "ckpt=outputs/train/runs/<run>/checkpoints/best.pt")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive; anything else is junk
+        raise CheckpointError(f"checkpoint '{path}' is corrupted or truncated (not a PyTorch "
+                              "checkpoint archive); use another checkpoint, e.g. last.pt or "
+                              "best.pt of the same run")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -86,7 +90,8 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
             f"checkpoint '{path}' was refused: it holds objects that are not plain data "
             f"and could run code when loaded ({str(exc).splitlines()[0][:160]}); only load "
             "checkpoints written by snnexp from sources you trust") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError, KeyError,
+            IndexError, TypeError, AttributeError) as exc:  # what torch.load raises on junk
         raise CheckpointError(f"checkpoint '{path}' is corrupted or truncated "
                               f"({type(exc).__name__}); use another checkpoint, e.g. last.pt "
                               "or best.pt of the same run") from None
