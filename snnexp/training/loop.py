@@ -252,7 +252,9 @@ class Trainer:
         """Train up to max_epochs with validation, scheduling, checkpoints, early stopping."""
         t = self.cfg.trainer
         first = self.epoch + 1
-        for epoch in range(first, t.max_epochs + 1):
+        epochs = _progress(range(first, t.max_epochs + 1), t.max_epochs - first + 1, "epochs",
+                           t.progress and self.is_main, leave=True)
+        for epoch in epochs:
             if self.bad_epochs >= t.early_stopping_patience:
                 self.stopped_early = True
                 break
@@ -277,8 +279,10 @@ class Trainer:
             self.save(record, improved)
             dist.barrier(self.ctx)
             if t.progress and self.is_main:
-                print(f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
-                      f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})", flush=True)
+                epochs.set_postfix(loss=f"{record['train/loss']:.5f}", val=f"{val_mse:.5f}",
+                                   best=f"{self.best_mse:.5f}@{self.best_epoch}")
+                epochs.write(f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
+                             f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})")
         else:
             self.stopped_early = self.bad_epochs >= t.early_stopping_patience
         summary = {"val/mse_best": self.best_mse, "best_epoch": self.best_epoch,
@@ -331,10 +335,11 @@ def _prepare_output_dir(directory: Path) -> None:
                           "choose another with hydra.run.dir=PATH or paths.log_dir=PATH") from None
 
 
-def _progress(iterable: Any, total: int, desc: str, enabled: bool) -> Any:
+def _progress(iterable: Any, total: int, desc: str, enabled: bool, leave: bool = False) -> Any:
+    """A tqdm bar over ``iterable`` when progress bars are on, else the iterable itself."""
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=desc, leave=leave, dynamic_ncols=True)
 
