@@ -43,7 +43,8 @@ def machine() -> dict[str, Any]:
     flags = ""
     try:
         text = Path("/proc/cpuinfo").read_text()
-        have = set(text.split("flags", 1)[1].split("\n", 1)[0].split()) if "flags" in text else set()
+        line = text.split("flags", 1)[1].split("\n", 1)[0] if "flags" in text else ""
+        have = set(line.split())
         flags = " ".join(f for f in ("avx2", "avx512f", "fma", "avx512_bf16", "amx_bf16")
                          if f in have)
     except OSError:

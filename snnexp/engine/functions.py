@@ -87,28 +87,43 @@ def batch_stats(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, torch.Tenso
     return ref.double() + m1, var
 
 
-def forward(x: torch.Tensor, g: Geometry, v0: torch.Tensor | None, lif: LifSpec | None,
+Membrane = torch.Tensor | float  # initial membrane: a tensor, or one value for all neurons
+
+
+def _v0(v0: Membrane | None, g: Geometry) -> tuple[torch.Tensor | None, float]:
+    if isinstance(v0, torch.Tensor):
+        return _layout(v0, g), 0.0
+    return None, float(v0 or 0.0)
+
+
+def forward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | None,
             scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
             ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Affine (``scale``/``shift`` [K, C], optional) then LIF (optional): (out, final v)."""
     out = torch.empty_like(x)
-    v = _layout(v0, g).clone() if lif is not None else None
+    v_in, v0s = _v0(v0, g)
+    v = torch.empty_like(x[: x.shape[0] // g.steps]) if lif is not None else None
     tau, thr, vr, hard = lif.args() if lif is not None else (2.0, 1.0, 0.0, 0)
     native.run("fwd", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
-        x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v), out.data_ptr(),
-        *g.args(), tau, thr, vr, hard, int(lif is not None), u0, u1))
+        x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v_in), v0s,
+        native.ptr(v), out.data_ptr(), *g.args(), tau, thr, vr, hard, int(lif is not None),
+        u0, u1))
     return out, v
 
 
-def backward(x: torch.Tensor, g: Geometry, v0: torch.Tensor | None, lif: LifSpec | None,
+def backward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | None,
              grad_out: torch.Tensor | None, grad_v: torch.Tensor | None,
              scale: torch.Tensor | None, shift: torch.Tensor | None,
-             mean: torch.Tensor | None
-             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """Gradient of the affine output, of v0, and per (k, c) sum(gy), sum(gy * (x - mean))."""
+             mean: torch.Tensor | None, need_gv0: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None,
+                        torch.Tensor | None]:
+    """Gradient of the affine output, of v0 (if ``need_gv0``), and per (k, c) sum(gy) and
+    sum(gy * (x - mean)) (if ``mean`` is given)."""
     grad_out = torch.zeros_like(x) if grad_out is None else _layout(grad_out, g)
     gy = torch.empty_like(x)
-    gv0 = torch.empty_like(v0) if lif is not None else None
+    v_in, v0s = _v0(v0, g)
+    gv0 = (torch.empty_like(x[: x.shape[0] // g.steps])
+           if lif is not None and need_gv0 else None)
     grad_v = _layout(grad_v, g) if grad_v is not None and lif is not None else None
     parts = max(1, torch.get_num_threads())
     sums = mean is not None
@@ -117,11 +132,11 @@ def backward(x: torch.Tensor, g: Geometry, v0: torch.Tensor | None, lif: LifSpec
     spec = lif or LifSpec(2.0, 1.0, None, True, 1, 2.0)
     tau, thr, vr, hard = spec.args()
     used = native.run("bwd", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
-        x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v0), grad_out.data_ptr(),
-        native.ptr(grad_v), gy.data_ptr(), native.ptr(gv0), native.ptr(mean),
-        s1[i].data_ptr() if sums else None, s2[i].data_ptr() if sums else None, *g.args(),
-        tau, thr, vr, hard, int(spec.detach_reset), spec.surrogate, spec.alpha,
-        int(lif is not None), u0, u1))
+        x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v_in), v0s,
+        grad_out.data_ptr(), native.ptr(grad_v), gy.data_ptr(), native.ptr(gv0),
+        native.ptr(mean), s1[i].data_ptr() if sums else None,
+        s2[i].data_ptr() if sums else None, *g.args(), tau, thr, vr, hard,
+        int(spec.detach_reset), spec.surrogate, spec.alpha, int(lif is not None), u0, u1))
     if not sums:
         return gy, gv0, None, None
     return gy, gv0, s1[:used].sum(0), s2[:used].sum(0)
@@ -136,7 +151,7 @@ class FusedBatchNormLIF(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                v0: torch.Tensor | None, steps: int, eps: float, lif: LifSpec | None):
+                v0: Membrane | None, steps: int, eps: float, lif: LifSpec | None):
         ctx.set_materialize_grads(False)  # no zero-filled gradient for an unused final v
         x, g = geometry(x, steps)
         mean64, var64 = batch_stats(x, g)
@@ -145,10 +160,11 @@ class FusedBatchNormLIF(torch.autograd.Function):
         shift64 = -mean64 * scale64 if bias is None else bias.detach().double() - mean64 * scale64
         scale, shift = scale64.to(x.dtype), shift64.to(x.dtype)
         mean = mean64.to(x.dtype)
-        v0 = _layout(v0, g) if lif is not None else None
         out, v = forward(x, g, v0, lif, scale, shift)
-        ctx.save_for_backward(x, v0, scale, shift, mean, rstd64)
-        ctx.geo, ctx.lif = g, lif
+        v0_tensor = isinstance(v0, torch.Tensor)
+        ctx.save_for_backward(x, _layout(v0, g) if v0_tensor else None, scale, shift, mean,
+                              rstd64)
+        ctx.geo, ctx.lif, ctx.v0 = g, lif, None if v0_tensor else v0
         ctx.affine = (weight is not None, bias is not None)
         var = var64.to(x.dtype)
         ctx.mark_non_differentiable(mean, var)
@@ -164,7 +180,8 @@ class FusedBatchNormLIF(torch.autograd.Function):
         g: Geometry = ctx.geo
         if grad_v is not None and grad_v.numel() == 0:
             grad_v = None
-        gy, gv0, sum_gy, dot = backward(x, g, v0, ctx.lif, grad_out, grad_v, scale, shift, mean)
+        gy, gv0, sum_gy, dot = backward(x, g, ctx.v0 if v0 is None else v0, ctx.lif, grad_out,
+                                        grad_v, scale, shift, mean, ctx.needs_input_grad[3])
         n = g.per_step // g.channels
         scale64 = scale.double()
         a = -scale64 * dot * rstd64.square() / n
@@ -184,24 +201,25 @@ class FusedLIF(torch.autograd.Function):
     """LIF over a chunk (no norm). Returns (spikes, final v)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v0: torch.Tensor, steps: int, lif: LifSpec):
+    def forward(ctx, x: torch.Tensor, v0: Membrane, steps: int, lif: LifSpec):
         ctx.set_materialize_grads(False)
         x, g = geometry(x, steps)
-        v0 = _layout(v0, g)
         out, v = forward(x, g, v0, lif)
-        ctx.save_for_backward(x, v0)
-        ctx.geo, ctx.lif = g, lif
+        v0_tensor = isinstance(v0, torch.Tensor)
+        ctx.save_for_backward(x, _layout(v0, g) if v0_tensor else None)
+        ctx.geo, ctx.lif, ctx.v0 = g, lif, None if v0_tensor else v0
         return out, v
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_out: torch.Tensor, grad_v: torch.Tensor | None):
+    def backward(ctx, grad_out: torch.Tensor | None, grad_v: torch.Tensor | None):
         x, v0 = ctx.saved_tensors
-        gy, gv0, _, _ = backward(x, ctx.geo, v0, ctx.lif, grad_out, grad_v, None, None, None)
+        gy, gv0, _, _ = backward(x, ctx.geo, ctx.v0 if v0 is None else v0, ctx.lif, grad_out,
+                                 grad_v, None, None, None, ctx.needs_input_grad[1])
         return gy, gv0, None, None
 
 
-def fixed_affine_lif(x: torch.Tensor, steps: int, v0: torch.Tensor | None, lif: LifSpec | None,
+def fixed_affine_lif(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec | None,
                      scale: torch.Tensor, shift: torch.Tensor
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Inference: a per-channel affine (BatchNorm folded from running stats) then LIF, no grad."""

@@ -71,11 +71,11 @@ def _declare(lib: ctypes.CDLL) -> None:
     geo = [i64, i64, i64, i64]
     for suf in DTYPES.values():
         getattr(lib, f"snn_stats_{suf}").argtypes = [p, p, p, p, *geo, i64, i64]
-        getattr(lib, f"snn_fwd_{suf}").argtypes = [p, p, p, p, p, *geo, f64, f64, f64, c_int,
+        getattr(lib, f"snn_fwd_{suf}").argtypes = [p, p, p, p, f64, p, p, *geo, f64, f64, f64,
+                                                   c_int, c_int, i64, i64]
+        getattr(lib, f"snn_bwd_{suf}").argtypes = [p, p, p, p, f64, p, p, p, p, p, p, p, *geo,
+                                                   f64, f64, f64, c_int, c_int, c_int, f64,
                                                    c_int, i64, i64]
-        getattr(lib, f"snn_bwd_{suf}").argtypes = [p, p, p, p, p, p, p, p, p, p, p, *geo, f64,
-                                                   f64, f64, c_int, c_int, c_int, f64, c_int,
-                                                   i64, i64]
         getattr(lib, f"snn_affine3_{suf}").argtypes = [p, p, p, p, p, *geo, i64, i64]
         for name in ("stats", "fwd", "bwd", "affine3"):
             getattr(lib, f"snn_{name}_{suf}").restype = None

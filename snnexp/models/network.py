@@ -3,8 +3,10 @@
 The network is stateful (membrane potentials persist between calls) and runs either one time
 step per call (:meth:`SNNRegressor.forward_step`, the reference) or a chunk of K steps per call
 (:meth:`SNNRegressor.forward_chunk`): convolutions, pools and linear layers then process the
-K * B frames as one batch, neurons iterate over the K steps inside SpikingJelly's multi-step
-path, and BatchNorm uses per-time-step statistics, so both modes give the same results.
+K * B frames as one batch, neurons iterate over the K steps (fused native kernels of
+:mod:`snnexp.engine` on CPU, SpikingJelly's multi-step path otherwise), and BatchNorm uses
+per-time-step statistics, so both modes give the same results. float32 chunks run in the
+channels_last layout (see :meth:`SNNRegressor.configure_engine`).
 """
 
 from __future__ import annotations
@@ -109,8 +111,8 @@ class SNNRegressor(nn.Module):
         """Chunk execution: ``fused`` native BatchNorm + LIF kernels (when they apply) and the
         channels_last layout (None: automatic). ``fused=False, channels_last=False`` is the
         plain PyTorch / SpikingJelly chunk path. Single steps are never affected."""
-        from snnexp.models.norms import BatchNorm2d
         from snnexp.models.neurons import SpikingNeuron
+        from snnexp.models.norms import BatchNorm2d
 
         for m in self.modules():
             if isinstance(m, (SpikingNeuron, BatchNorm2d)):

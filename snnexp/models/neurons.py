@@ -182,9 +182,11 @@ class SpikingNeuron(StatefulModule):
         update; in eval mode it must run without autograd and is folded into the neuron.
         """
         spec = self.lif_spec()
-        v = self.node.v
-        v0 = (v if isinstance(v, torch.Tensor)
-              else torch.full_like(x[: x.shape[0] // steps], float(v)))
+        v0 = self.node.v  # a tensor, or SpikingJelly's initial float after a reset
+        if isinstance(v0, torch.Tensor) and (v0.shape[0] * steps != x.shape[0]
+                                             or v0.shape[1:] != x.shape[1:]):
+            raise RuntimeError(f"membrane of shape {tuple(v0.shape)} does not fit a chunk of "
+                               f"{steps} steps of {tuple(x.shape)}: call reset_state() first")
         if norm is None:
             out, v_new = FusedLIF.apply(x, v0, steps, spec)
         elif norm.training or not norm.track_running_stats:

@@ -1,0 +1,128 @@
+"""The native kernels against the pure-PyTorch fallback (per-step BatchNorm + SpikingJelly LIF).
+
+This is the one test module that needs the compiled kernels (skipped without a C++ compiler);
+the others run whichever path is available.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from snnexp.config.schema import NeuronConfig, NormConfig, SurrogateConfig
+from snnexp.engine import native
+from snnexp.models.neurons import make_neuron
+from snnexp.models.norms import make_norm
+
+pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
+K, B, C, H, W = 5, 3, 8, 6, 7
+
+
+def _modules(dtype: torch.dtype, momentum: float | None = 0.1, **neuron):
+    surrogate = SurrogateConfig(neuron.pop("surrogate", "atan"))
+    norm = make_norm(NormConfig(kind="bn", momentum=momentum), C).to(dtype)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-0.5, 1.0)
+    return norm, make_neuron(NeuronConfig(surrogate=surrogate, **neuron))
+
+
+def _run(norm, sn, x, v0, g_out, g_v, fused: bool, train: bool = True):
+    """Output, final v and gradients of (out * g_out).sum() + (v * g_v).sum()."""
+    norm.train(train)
+    x = x.detach().clone().requires_grad_()
+    v0 = v0.detach().clone().requires_grad_()
+    sn.reset_state()
+    sn.node.v = v0
+    if fused:
+        out = sn.run_fused(x, K, norm)
+    else:
+        sn.fused = norm.fused = False
+        out = sn(norm(x, K), K)
+        sn.fused = norm.fused = True
+    v = sn.node.v
+    if not torch.is_grad_enabled():
+        return out, v, ()
+    loss = (out * g_out).sum() + (v * g_v).sum()
+    grads = torch.autograd.grad(loss, [x, v0, norm.weight, norm.bias])
+    return out, v, grads
+
+
+NEURONS = [{}, {"reset": "hard"}, {"detach_reset": False},
+           {"reset": "hard", "detach_reset": False, "surrogate": "sigmoid"},
+           {"surrogate": "triangular"}, {"surrogate": "fast_sigmoid"}]
+# every neuron variant on a small input; the default one also on an input split over threads
+CASES = [(n, layout, (H, W)) for n in NEURONS for layout in ("nchw", "channels_last")]
+CASES += [({}, layout, (48, 40)) for layout in ("nchw", "channels_last")]
+
+
+@pytest.mark.parametrize(("neuron", "layout", "size"), CASES,
+                         ids=lambda v: (("-".join(str(x) for x in v.values()) or "default")
+                                        if isinstance(v, dict) else
+                                        "x".join(map(str, v)) if isinstance(v, tuple) else v))
+def test_fused_bn_lif_matches_fallback_float64(neuron: dict, layout: str,
+                                               size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    dtype = torch.float64
+    h, w = size
+    x = torch.randn(K * B, C, h, w, dtype=dtype) * 2 + 0.5
+    if layout == "channels_last":
+        x = x.contiguous(memory_format=torch.channels_last)
+    v0 = torch.rand(B, C, h, w, dtype=dtype)
+    g_out, g_v = torch.randn_like(x), torch.randn_like(v0)
+    norm_a, sn_a = _modules(dtype, **dict(neuron))
+    norm_b, sn_b = _modules(dtype, **dict(neuron))
+    norm_b.load_state_dict(norm_a.state_dict())
+    ref = _run(norm_a, sn_a, x, v0, g_out, g_v, fused=False)
+    got = _run(norm_b, sn_b, x, v0, g_out, g_v, fused=True)
+    assert 0.05 < ref[0].mean() < 0.95  # spikes and silences both occur
+    for name, a, b in zip(["out", "v", "dx", "dv0", "dweight", "dbias"],
+                          [ref[0], ref[1], *ref[2]], [got[0], got[1], *got[2]]):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-10, msg=name)
+    for name, buf in norm_a.state_dict().items():
+        torch.testing.assert_close(norm_b.state_dict()[name], buf, rtol=0, atol=1e-12, msg=name)
+    # inference: BatchNorm folded into the neuron
+    with torch.no_grad():
+        ref = _run(norm_a, sn_a, x, v0, g_out, g_v, fused=False, train=False)
+        got = _run(norm_b, sn_b, x, v0, g_out, g_v, fused=True, train=False)
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)
+    torch.testing.assert_close(got[1], ref[1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_float32_kernels(layout: str) -> None:
+    """float32: LIF alone is bit-identical to SpikingJelly; BatchNorm alone is close."""
+    torch.manual_seed(1)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = (torch.randn(K * B, C, H, W) * 2).contiguous(memory_format=fmt).requires_grad_()
+    sn = make_neuron(NeuronConfig())
+    g = torch.randn_like(x)
+    outs = []
+    for fused in (False, True):
+        sn.fused = fused
+        sn.reset_state()
+        out = sn(x, K)
+        outs.append((out, sn.node.v, torch.autograd.grad((out * g).sum(), x)[0]))
+    for a, b in zip(*outs):
+        torch.testing.assert_close(b, a, rtol=0, atol=0)
+    norm = make_norm(NormConfig(kind="bn"), C)
+    ys = []
+    for fused in (False, True):
+        norm.fused = fused
+        y = norm(x, K)
+        ys.append((y, *torch.autograd.grad((y * g).sum(), [x, norm.weight, norm.bias])))
+    for a, b in zip(*ys):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
+
+
+def test_disabled_kernels_fall_back() -> None:
+    sn = make_neuron(NeuronConfig())
+    x = torch.randn(K * B, 4)
+    previous = native.set_enabled(False)
+    try:
+        assert not sn.can_fuse(x)
+        sn.reset_state()
+        assert sn(x, K).shape == x.shape
+    finally:
+        native.set_enabled(previous)
+    assert sn.can_fuse(x)
