@@ -105,7 +105,7 @@ def test_wandb_offline_run_directory_has_logged_keys(compose_train, tmp_path, mo
     runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
     blob = b"".join(p.read_bytes() for p in runs[0].glob("*.wandb"))
-    for key in (b"chunk/loss", b"val/mse", b"val/mse_best", b"sew-bn-lif"):
+    for key in (b"chunk/loss", b"val/mse", b"val/mse_best", b"sew-rms-lif"):
         assert key in blob, key
     assert os.environ.get("WANDB_API_KEY", "unset-key") not in (tmp_path / "run" / "config.yaml"
                                                                 ).read_text()
