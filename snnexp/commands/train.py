@@ -115,8 +115,11 @@ def _write_final_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
 
 def train_command(cfg: DictConfig) -> float | None:
     """Hydra task: train, print the headline numbers, return ``optimized_metric``."""
+    from snnexp.commands.runner import _secondary_rank
+
     metrics, _ = train(cfg)
-    _print_summary(metrics)
+    if not _secondary_rank():
+        _print_summary(metrics)
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None
 

@@ -67,10 +67,16 @@ def device_for(ctx: DistContext, device: torch.device) -> torch.device:
 def wrap(net: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:
     if not ctx.enabled:
         return net
+    import warnings
+
     from torch.nn.parallel import DistributedDataParallel
 
+    # channels_last activations give conv weight gradients another stride than DDP's buckets:
+    # a copy per bucket, harmless (and small next to the convolutions themselves)
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(net, device_ids=ids)
+
 
 
 def same_path(ctx: DistContext, path: Path) -> Path:
