@@ -22,8 +22,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--phase", default="train,infer")
     args = parser.parse_args(argv)
-    from snnexp.training.tbptt import run_sequence
     from torch.profiler import ProfilerActivity, profile
+
+    from snnexp.training.tbptt import run_sequence
 
     net = make_net(args.block)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)

@@ -50,10 +50,12 @@ def _run(norm, sn, x, v0, g_out, g_v, fused: bool, train: bool = True):
 
 NEURONS = [{}, {"reset": "hard"}, {"detach_reset": False},
            {"reset": "hard", "detach_reset": False, "surrogate": "sigmoid"},
-           {"surrogate": "triangular"}, {"surrogate": "fast_sigmoid"}]
+           {"surrogate": "triangular"}, {"surrogate": "fast_sigmoid"}, {"tau": 3.0}]
 # every neuron variant on a small input; the default one also on an input split over threads
 CASES = [(n, layout, (H, W)) for n in NEURONS for layout in ("nchw", "channels_last")]
 CASES += [({}, layout, (48, 40)) for layout in ("nchw", "channels_last")]
+# a chunk of ~9 MB (float64), split over threads
+CASES += [({}, layout, (96, 96)) for layout in ("nchw", "channels_last")]
 
 
 @pytest.mark.parametrize(("neuron", "layout", "size"), CASES,
@@ -126,3 +128,51 @@ def test_disabled_kernels_fall_back() -> None:
     finally:
         native.set_enabled(previous)
     assert sn.can_fuse(x)
+
+
+@pytest.mark.parametrize("norm_kind", ["bn", "rms"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "mixed"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("size", [(H, W), (96, 96)], ids=["small", "large"])
+def test_fused_residual_add_matches_fallback(norm_kind: str, layout: str, dtype: torch.dtype,
+                                             size: tuple[int, int]) -> None:
+    """norm -> LIF -> + residual (SEW ADD) with the add in the kernel against the fallback:
+    outputs identical, gradients of x, v0, residual and the norm's weights;
+    training and inference. ``mixed``: the residual in the other layout than x."""
+    from snnexp.models.fusion import norm_neuron
+
+    torch.manual_seed(2)
+    fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
+    x = (torch.randn(K * B, C, *size, dtype=dtype) * 2 + 0.5).contiguous(memory_format=fmt)
+    res = (torch.rand(K * B, C, *size, dtype=dtype) < 0.3).to(dtype)
+    if layout == "channels_last":
+        res = res.contiguous(memory_format=torch.channels_last)
+    v0 = torch.rand(B, C, *size, dtype=dtype)
+    g_out, g_v = torch.randn_like(x), torch.randn_like(v0)
+    results = []
+    for fused in (False, True):
+        norm = make_norm(NormConfig(kind=norm_kind), C).to(dtype)
+        sn = make_neuron(NeuronConfig())
+        norm.fused = sn.fused = fused
+        for train in (True, False):
+            norm.train(train)
+            xs, vs, rs = (t.detach().clone().requires_grad_(train) for t in (x, v0, res))
+            sn.reset_state()
+            sn.node.v = vs
+            with torch.set_grad_enabled(train):
+                out = norm_neuron(norm, sn, xs, K, residual=rs)
+            v = sn.node.v
+            grads = ()
+            if train:
+                grads = torch.autograd.grad((out * g_out).sum() + (v * g_v).sum(),
+                                            [xs, vs, rs, norm.weight])
+            results.append((out, v, *grads))
+    # float32: the norms' reductions round differently (double sums in the kernel, the
+    # gradient's layout); the weight gradient sums over all K * B * H * W values
+    tol = dict(rtol=0, atol=1e-10) if dtype == torch.float64 else dict(rtol=1e-4, atol=1e-4)
+    half = len(results) // 2
+    for ref, got in zip(results[:half], results[half:]):
+        torch.testing.assert_close(got[0], ref[0], rtol=0, atol=0)  # spikes + residual
+        for a, b in zip(ref[1:], got[1:]):
+            torch.testing.assert_close(b, a, **tol)
+

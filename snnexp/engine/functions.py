@@ -97,16 +97,20 @@ def _v0(v0: Membrane | None, g: Geometry) -> tuple[torch.Tensor | None, float]:
 
 
 def forward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | None,
-            scale: torch.Tensor | None = None, shift: torch.Tensor | None = None
-            ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Affine (``scale``/``shift`` [K, C], optional) then LIF (optional): (out, final v)."""
+            scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
+            residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Affine (``scale``/``shift`` [K, C], optional) then LIF (optional): (out, final v).
+
+    With ``residual`` (x's shape; LIF only) out is spikes + residual (the SEW ADD combine)."""
     out = torch.empty_like(x)
+    res = _layout(residual, g) if residual is not None and lif is not None else None
     v_in, v0s = _v0(v0, g)
     v = torch.empty_like(x[: x.shape[0] // g.steps]) if lif is not None else None
     tau, thr, vr, hard = lif.args() if lif is not None else (2.0, 1.0, 0.0, 0)
     native.run("fwd", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
         x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v_in), v0s,
-        native.ptr(v), out.data_ptr(), *g.args(), tau, thr, vr, hard, int(lif is not None),
+        native.ptr(v), out.data_ptr(), native.ptr(res), *g.args(), tau, thr, vr, hard,
+        int(lif is not None),
         u0, u1))
     return out, v
 
@@ -142,16 +146,23 @@ def backward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | N
     return gy, gv0, s1[:used].sum(0), s2[:used].sum(0)
 
 
+def _residual_grad(ctx, grad_out: torch.Tensor | None) -> torch.Tensor | None:
+    """Gradient of the residual (the last input): that of the output as it is (ADD)."""
+    return grad_out if ctx.needs_input_grad[-1] else None
+
+
 class FusedBatchNormLIF(torch.autograd.Function):
     """Training-mode per-step BatchNorm (batch statistics) then LIF over a chunk.
 
     ``lif`` None gives BatchNorm alone. Returns (out, final v, mean [K, C], biased var [K, C]);
-    mean and var are for the running-statistics update and not differentiable.
+    mean and var are for the running-statistics update and not differentiable. With a
+    ``residual`` (x's shape, LIF only) out is spikes + residual (SEW ADD, fused).
     """
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None,
-                v0: Membrane | None, steps: int, eps: float, lif: LifSpec | None):
+                v0: Membrane | None, steps: int, eps: float, lif: LifSpec | None,
+                residual: torch.Tensor | None = None):
         ctx.set_materialize_grads(False)  # no zero-filled gradient for an unused final v
         x, g = geometry(x, steps)
         mean64, var64 = batch_stats(x, g)
@@ -160,7 +171,7 @@ class FusedBatchNormLIF(torch.autograd.Function):
         shift64 = -mean64 * scale64 if bias is None else bias.detach().double() - mean64 * scale64
         scale, shift = scale64.to(x.dtype), shift64.to(x.dtype)
         mean = mean64.to(x.dtype)
-        out, v = forward(x, g, v0, lif, scale, shift)
+        out, v = forward(x, g, v0, lif, scale, shift, residual)
         v0_tensor = isinstance(v0, torch.Tensor)
         ctx.save_for_backward(x, _layout(v0, g) if v0_tensor else None, scale, shift, mean,
                               rstd64)
@@ -194,17 +205,19 @@ class FusedBatchNormLIF(torch.autograd.Function):
         has_w, has_b = ctx.affine
         grad_w = (dot * rstd64).sum(0).to(x.dtype) if has_w else None
         grad_b = sum_gy.sum(0).to(x.dtype) if has_b else None
-        return gy, grad_w, grad_b, gv0, None, None, None
+        # d(spikes + residual) / d residual = 1: the output gradient as it is
+        return gy, grad_w, grad_b, gv0, None, None, None, _residual_grad(ctx, grad_out)
 
 
 class FusedLIF(torch.autograd.Function):
     """LIF over a chunk (no norm). Returns (spikes, final v)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, v0: Membrane, steps: int, lif: LifSpec):
+    def forward(ctx, x: torch.Tensor, v0: Membrane, steps: int, lif: LifSpec,
+                residual: torch.Tensor | None = None):
         ctx.set_materialize_grads(False)
         x, g = geometry(x, steps)
-        out, v = forward(x, g, v0, lif)
+        out, v = forward(x, g, v0, lif, residual=residual)
         v0_tensor = isinstance(v0, torch.Tensor)
         ctx.save_for_backward(x, _layout(v0, g) if v0_tensor else None)
         ctx.geo, ctx.lif, ctx.v0 = g, lif, None if v0_tensor else v0
@@ -216,15 +229,18 @@ class FusedLIF(torch.autograd.Function):
         x, v0 = ctx.saved_tensors
         gy, gv0, _, _ = backward(x, ctx.geo, ctx.v0 if v0 is None else v0, ctx.lif, grad_out,
                                  grad_v, None, None, None, ctx.needs_input_grad[1])
-        return gy, gv0, None, None
+        return gy, gv0, None, None, _residual_grad(ctx, grad_out)
 
 
 def fixed_affine_lif(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec | None,
-                     scale: torch.Tensor, shift: torch.Tensor
+                     scale: torch.Tensor, shift: torch.Tensor,
+                     residual: torch.Tensor | None = None
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Inference: a per-channel affine (BatchNorm folded from running stats) then LIF, no grad."""
+    """Inference: a per-channel affine (BatchNorm folded from running stats) then LIF, no grad
+    (plus ``residual``, if given)."""
     x, g = geometry(x, steps)
     k = g.steps
     sc = scale.to(x.dtype).expand(k, -1).contiguous()
     sh = shift.to(x.dtype).expand(k, -1).contiguous()
-    return forward(x, g, v0, lif, sc, sh)
+    return forward(x, g, v0, lif, sc, sh, residual)
+

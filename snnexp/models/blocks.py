@@ -13,7 +13,7 @@ from torch import nn
 from snnexp.config.schema import BLOCK_TYPES, CONNECT_FUNCTIONS, StageConfig
 from snnexp.errors import ConfigError
 from snnexp.models.factory import LayerFactory
-from snnexp.models.fusion import norm_neuron
+from snnexp.models.fusion import _global_hooks, norm_neuron
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -119,10 +119,12 @@ class SEWBlock(_TwoConvBlock):
                            if stride != 1 else None)
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        if self.connect_f == "ADD":  # the add fused into the neuron's kernel when it can be
+            branch = self._branch_conv(x, steps)
+            identity = x if self.downsample is None else self.downsample(x, steps)
+            return norm_neuron(self.norm2, self.sn2, branch, steps, residual=identity)
         s = norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps)
         identity = x if self.downsample is None else self.downsample(x, steps)
-        if self.connect_f == "ADD":
-            return s + identity
         if self.connect_f == "AND":
             return s * identity
         return identity * (1.0 - s)
@@ -171,4 +173,14 @@ class Stage(nn.Module):
             x = self.adapt(x, steps)
         for block in self.blocks:
             x = block(x, steps)
+        if self._pool_is_identity():
+            return x
         return self.pool(x)
+
+    def _pool_is_identity(self) -> bool:
+        """MaxPool2d(1) (stride 1, no padding) copies its input: skipped unless hooked."""
+        p = self.pool
+        return (type(p) is nn.MaxPool2d and p.kernel_size in (1, (1, 1))
+                and p.stride in (1, (1, 1)) and p.padding in (0, (0, 0))
+                and not p.ceil_mode and not (p._forward_hooks or p._forward_pre_hooks
+                                             or p._backward_hooks or _global_hooks()))

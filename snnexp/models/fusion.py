@@ -38,9 +38,23 @@ def can_fuse(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | None)
     return not torch.is_grad_enabled()
 
 
-def norm_neuron(norm: nn.Module, sn: nn.Module, x: torch.Tensor,
-                steps: int | None) -> torch.Tensor:
-    """``sn(norm(x, steps), steps)``, fused when :func:`can_fuse` allows."""
+def _fits(residual: torch.Tensor, x: torch.Tensor) -> bool:
+    return (residual.shape == x.shape and residual.dtype == x.dtype
+            and residual.device == x.device)
+
+
+def norm_neuron(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | None,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+    """``sn(norm(x, steps), steps)`` (``+ residual`` if given), fused when :func:`can_fuse`
+    allows; the residual add then happens in the same kernel pass."""
+    if residual is not None and not _fits(residual, x):
+        return sn(norm(x, steps), steps) + residual
     if can_fuse(norm, sn, x, steps):
-        return sn.run_fused(x, steps, norm)
-    return sn(norm(x, steps), steps)
+        return sn.run_fused(x, steps, norm, residual)
+    y = norm(x, steps)
+    if (residual is not None and steps is not None and steps != 1
+            and isinstance(sn, SpikingNeuron) and sn.can_fuse(y)
+            and not (_hooked(sn) or _global_hooks())):
+        return sn.run_fused(y, steps, None, residual)
+    s = sn(y, steps)
+    return s if residual is None else s + residual

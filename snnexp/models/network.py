@@ -108,9 +108,10 @@ class SNNRegressor(nn.Module):
         return self.channels_last
 
     def configure_engine(self, fused: bool = True, channels_last: bool | None = None) -> None:
-        """Chunk execution: ``fused`` native BatchNorm + LIF kernels (when they apply) and the
-        channels_last layout (None: automatic). ``fused=False, channels_last=False`` is the
-        plain PyTorch / SpikingJelly chunk path. Single steps are never affected."""
+        """Chunk execution: ``fused`` native BatchNorm + LIF (+ SEW add) kernels (when they
+        apply) and the channels_last layout (None: automatic). ``fused=False,
+        channels_last=False`` is the plain PyTorch / SpikingJelly chunk path. Single steps are
+        never affected."""
         from snnexp.models.neurons import SpikingNeuron
         from snnexp.models.norms import BatchNorm2d
 

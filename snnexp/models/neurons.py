@@ -174,12 +174,13 @@ class SpikingNeuron(StatefulModule):
         """Whether a chunk ``x`` can run through the fused kernels."""
         return self.fused and native.supports(x) and self.lif_spec() is not None
 
-    def run_fused(self, x: torch.Tensor, steps: int, norm: nn.BatchNorm2d | None = None
-                  ) -> torch.Tensor:
+    def run_fused(self, x: torch.Tensor, steps: int, norm: nn.BatchNorm2d | None = None,
+                  residual: torch.Tensor | None = None) -> torch.Tensor:
         """Chunk through the native kernels, optionally with a per-step BatchNorm before.
 
         ``norm`` in training mode (batch statistics) is fused with its running-statistics
         update; in eval mode it must run without autograd and is folded into the neuron.
+        With ``residual`` (x's shape, dtype and device) the result is spikes + residual.
         """
         spec = self.lif_spec()
         v0 = self.node.v  # a tensor, or SpikingJelly's initial float after a reset
@@ -188,14 +189,14 @@ class SpikingNeuron(StatefulModule):
             raise RuntimeError(f"membrane of shape {tuple(v0.shape)} does not fit a chunk of "
                                f"{steps} steps of {tuple(x.shape)}: call reset_state() first")
         if norm is None:
-            out, v_new = FusedLIF.apply(x, v0, steps, spec)
+            out, v_new = FusedLIF.apply(x, v0, steps, spec, residual)
         elif norm.training or not norm.track_running_stats:
             out, v_new, mean, var = FusedBatchNormLIF.apply(x, norm.weight, norm.bias, v0, steps,
-                                                            norm.eps, spec)
+                                                            norm.eps, spec, residual)
             norm.record_batch_stats(mean, var, x.shape[0] // steps * x[0, 0].numel())
         else:
             scale, shift = norm.folded_affine()
-            out, v_new = fixed_affine_lif(x, steps, v0, spec, scale, shift)
+            out, v_new = fixed_affine_lif(x, steps, v0, spec, scale, shift, residual)
         self.node.v = v_new
         return out
 
