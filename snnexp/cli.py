@@ -98,7 +98,9 @@ def _user_config_dir() -> list[str]:
 
 def _secondary_rank_overrides() -> list[str]:
     """torchrun ranks > 0 keep Hydra's run folder out of outputs/ (rank 0 writes the run)."""
-    if os.environ.get("RANK", "0") == "0" or "WORLD_SIZE" not in os.environ:
+    from snnexp.commands.runner import secondary_rank
+
+    if not secondary_rank():
         return []
     import tempfile
 

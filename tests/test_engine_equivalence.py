@@ -23,12 +23,7 @@ SHAPE = (2, 24, 32)
 K, CHUNKS, B = 10, 20, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_net(block: str = "sew", norm: str = "bn", **neuron: str) -> torch.nn.Module:

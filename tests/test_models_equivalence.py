@@ -15,13 +15,7 @@ SHAPE = (2, 32, 40)
 K, CHUNKS, B = 10, 5, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is as fast and immune to busy-CPU stalls."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def excite(net: torch.nn.Module, conv_gain: float, fc_gain: float = 6.0) -> None:

@@ -72,11 +72,11 @@ def run_command(command: str, cfg: Any, func: Callable[[Any], Any]) -> Any:
             raise
         sys.exit(1)
     _close_wandb(0)
-    if output_dir and not _secondary_rank():
+    if output_dir and not secondary_rank():
         print(f"output directory: {output_dir}", flush=True)
     return result
 
 
-def _secondary_rank() -> bool:
+def secondary_rank() -> bool:
     """A torchrun process other than rank 0: it trains but prints and writes nothing."""
     return os.environ.get("RANK", "0") != "0" and "WORLD_SIZE" in os.environ

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -9,23 +10,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from snnexp.config.schema import TrainConfig
 from snnexp.config.validate import to_schema, validate_train
+from snnexp.errors import ConfigError
 
 
 def _output_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.paths.output_dir)
 
 
-def _in_multirun() -> bool:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except Exception:
-        return False
-
-
 def _sweep_group() -> str | None:
+    """The sweep's name (its directory) when this job is part of a Hydra multirun, else None."""
     try:
         from hydra.core.hydra_config import HydraConfig
         from hydra.types import RunMode
@@ -49,12 +42,13 @@ def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]
                    if isinstance(cfg, DictConfig) else None)
     tc = to_schema(cfg, TrainConfig)
     validate_train(tc)
-    finished = _previous_run(tc, resumable=tc.resume or _in_multirun())
+    sweep_group = _sweep_group()
+    finished = _previous_run(tc, multirun=sweep_group is not None)
     if finished is not None:
         return finished, {}
     if tc.ckpt_path and config_dict is not None:
         config_dict["ckpt_path"] = tc.ckpt_path
-    trainer = Trainer(tc, _output_dir(tc), config_dict=config_dict, sweep_group=_sweep_group())
+    trainer = Trainer(tc, _output_dir(tc), config_dict=config_dict, sweep_group=sweep_group)
     exit_code = 1
     try:
         trainer.setup()
@@ -72,15 +66,14 @@ def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]
 FINAL_METRICS = "final_metrics.json"
 
 
-def _previous_run(tc: TrainConfig, resumable: bool) -> dict[str, Any] | None:
+def _previous_run(tc: TrainConfig, multirun: bool) -> dict[str, Any] | None:
     """Handle a run directory that already holds a run; return its metrics if it finished.
 
     Re-running a sweep (same hydra.sweep.dir) or ``resume=true`` skips a finished job and
     continues an interrupted one from ``checkpoints/last.pt``. Otherwise an existing run is
     never overwritten.
     """
-    import json
-
+    resumable = tc.resume or multirun
     out = _output_dir(tc)
     last = out / "checkpoints" / "last.pt"
     done = out / FINAL_METRICS
@@ -91,23 +84,17 @@ def _previous_run(tc: TrainConfig, resumable: bool) -> dict[str, Any] | None:
         return None
     if last.is_file():
         if not resumable:
-            from snnexp.errors import ConfigError
-
             raise ConfigError(f"run directory '{out}' already holds a run: pass resume=true to "
                               "continue it, or choose a new hydra.run.dir")
         print(f"resuming {out} from {last}", flush=True)
         tc.ckpt_path = str(last)
-    elif tc.resume and not _in_multirun():
-        from snnexp.errors import ConfigError
-
+    elif tc.resume and not multirun:
         raise ConfigError(f"resume=true but '{last}' does not exist: pass the run's directory "
                           "(hydra.run.dir=outputs/train/runs/<run>) or ckpt_path=PATH/last.pt")
     return None
 
 
 def _write_final_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
-    import json
-
     from snnexp.training.checkpoint import atomic_write_text
 
     atomic_write_text(output_dir / FINAL_METRICS, json.dumps(metrics, indent=1, default=str))
@@ -115,10 +102,10 @@ def _write_final_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
 
 def train_command(cfg: DictConfig) -> float | None:
     """Hydra task: train, print the headline numbers, return ``optimized_metric``."""
-    from snnexp.commands.runner import _secondary_rank
+    from snnexp.commands.runner import secondary_rank
 
     metrics, _ = train(cfg)
-    if not _secondary_rank():
+    if not secondary_rank():
         _print_summary(metrics)
     value = metrics.get(cfg.get("optimized_metric"))
     return float(value) if value is not None else None

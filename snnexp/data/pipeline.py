@@ -35,7 +35,7 @@ from snnexp.data.datasets import (
 )
 from snnexp.data.frames import FrameFileWriter, common_range, frame_shape, make_grid
 from snnexp.data.labels import imu_angles, labels_at
-from snnexp.data.recording import check_decodable, open_recording
+from snnexp.data.recording import check_decodable, check_path, open_recording
 from snnexp.data.targets import TargetMap
 from snnexp.errors import DataError
 
@@ -89,15 +89,6 @@ def _target_map(cfg: DataConfig) -> TargetMap:
                         "the offset finite") from None
 
 
-def _check_path(path: Path) -> None:
-    if not path.exists():
-        raise DataError(f"recording {path} does not exist: check data.paths (or set "
-                        "data.simulate_missing=true to simulate a recording there)")
-    if path.is_dir():
-        raise DataError(f"recording {path} is a directory: list the .aedat4 files inside it in "
-                        "data.paths")
-
-
 # ----------------------------------------------------------------------------- prepare
 def prepare_recording(path: str | os.PathLike[str], cfg: DataConfig,
                       target_map: TargetMap | None = None) -> Prepared:
@@ -108,7 +99,7 @@ def prepare_recording(path: str | os.PathLike[str], cfg: DataConfig,
     skips this), streams the events into frames and runs the Madgwick filter.
     """
     path = _abs(path)
-    _check_path(path)
+    check_path(path)
     if int(cfg.window_us) < 1 or int(cfg.downsample) < 1:
         raise DataError(f"data.window_us={cfg.window_us} and data.downsample={cfg.downsample} "
                         "must be positive integers")

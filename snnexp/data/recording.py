@@ -202,15 +202,20 @@ def _dv_message(exc: BaseException) -> str:
     return msg if len(msg) <= 200 else msg[:197] + "..."
 
 
-def _check_file(path: Path) -> None:
-    """Cheap checks before dv-processing sees the file: exists, readable, AEDAT4 header, and a
-    consistent chain of packet headers up to the file's index (truncation shows up here)."""
+def check_path(path: Path) -> None:
+    """The recording path names an existing file (not a directory); else a one-line DataError."""
     if not path.exists():
         raise DataError(f"recording {path} does not exist: check data.paths (or set "
                         "data.simulate_missing=true to simulate a recording there)")
     if path.is_dir():
         raise DataError(f"recording {path} is a directory: list the .aedat4 files inside it in "
                         "data.paths")
+
+
+def _check_file(path: Path) -> None:
+    """Cheap checks before dv-processing sees the file: exists, readable, AEDAT4 header, and a
+    consistent chain of packet headers up to the file's index (truncation shows up here)."""
+    check_path(path)
     try:
         with open(path, "rb") as f:
             head = f.read(len(MAGIC))

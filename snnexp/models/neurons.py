@@ -37,14 +37,18 @@ def _check_choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
 
 
 # --------------------------------------------------------------------------- surrogates
-class _TriangularSpike(torch.autograd.Function):
-    """Heaviside forward; backward sigma'(x) = max(0, 1 - |x| / a) / a."""
+class _HeavisideSpike(torch.autograd.Function):
+    """Heaviside forward shared by the custom surrogates; subclasses define the backward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
         ctx.save_for_backward(x)
         ctx.alpha = alpha
         return (x >= 0).to(x.dtype)
+
+
+class _TriangularSpike(_HeavisideSpike):
+    """Heaviside forward; backward sigma'(x) = max(0, 1 - |x| / a) / a."""
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
@@ -53,14 +57,8 @@ class _TriangularSpike(torch.autograd.Function):
         return grad * (1.0 - x.abs() / a).clamp_min(0.0) / a, None
 
 
-class _FastSigmoidSpike(torch.autograd.Function):
+class _FastSigmoidSpike(_HeavisideSpike):
     """Heaviside forward; backward sigma'(x) = 1 / (1 + alpha |x|)^2 (SuperSpike)."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return (x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:

@@ -11,8 +11,9 @@ import os
 import pickle
 import tempfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 
@@ -27,12 +28,23 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
 
     A crash at any point leaves either the previous complete file or the new one.
     """
+    return _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write a small text file (JSON, YAML) atomically: temp file, fsync, rename."""
+    return _atomic_write(path, "w", lambda fh: fh.write(text))
+
+
+def _atomic_write(path: str | os.PathLike[str], mode: str,
+                  write: Callable[[IO[Any]], object]) -> Path:
+    """``write`` into a temp file in ``path``'s directory, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -40,22 +52,6 @@ def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """Write a small text file (JSON, YAML) atomically: temp file, fsync, rename."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path
 
 
