@@ -74,6 +74,14 @@ std::vector<T> expand(const T* src, const Geo& g) {
 
 inline int64_t width(const Geo& g) { return g.C > TILE ? g.C : TILE; }
 
+// Prefetch the next tile of a step's stream (the n elements after p[0, n)): the K streams of a
+// tile are short runs far apart, too short for the hardware prefetcher to pick up.
+template <typename T>
+inline void prefetch_next(const T* p, int64_t n) {
+  const char* c = reinterpret_cast<const char*>(p + n);
+  for (int64_t b = 0; b < int64_t(sizeof(T)) * n; b += 64) __builtin_prefetch(c + b, 0, 3);
+}
+
 // Coefficient of element i of a tile: a row (channels_last) or a scalar (NCHW).
 template <typename T, bool CL>
 struct Coef {
@@ -117,9 +125,11 @@ void stats_t(const T* x, const T* ref, double* s1, double* s2, Geo g, int64_t u0
   std::memset(s2, 0, sizeof(double) * g.K * g.C);
   std::vector<T> rr = CL ? expand(ref, g) : std::vector<T>();
   std::vector<double> a1(CL ? g.K * width(g) : 0), a2(CL ? g.K * width(g) : 0);
-  for_tiles(g, u0, u1, [&](int64_t off, int64_t n, int64_t c) {
-    for (int64_t k = 0; k < g.K; ++k) {
+  // step-major: one sequential stream at a time, the step's accumulators stay in L1
+  for (int64_t k = 0; k < g.K; ++k) {
+    for_tiles(g, u0, u1, [&](int64_t off, int64_t n, int64_t c) {
       const T* xk = x + k * g.M + off;
+      prefetch_next(xk, n);
       auto r = coef<T, CL>(rr, ref, g, k, c);
       if constexpr (CL) {
         double* p1 = a1.data() + k * width(g);
@@ -141,8 +151,8 @@ void stats_t(const T* x, const T* ref, double* s1, double* s2, Geo g, int64_t u0
         s1[k * g.C + c] += acc1;
         s2[k * g.C + c] += acc2;
       }
-    }
-  });
+    });
+  }
   if constexpr (CL) {
     fold(a1, s1, g);
     fold(a2, s2, g);
@@ -172,6 +182,8 @@ void fwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_
       const T* xk = x + k * g.M + off;
       T* ok = out + k * g.M + off;
       const T* rk = RES ? res + k * g.M + off : nullptr;
+      prefetch_next(xk, n);
+      if constexpr (RES) prefetch_next(rk, n);
       if (!scale) {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
@@ -250,6 +262,7 @@ void bwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, const
       for (int64_t k = 0; k < g.K; ++k) {  // recompute h
         const T* xk = x + k * g.M + off;
         T* hk = hb.data() + k * w;
+        prefetch_next(xk, n);
         if (!scale) {
 #pragma omp simd
           for (int64_t i = 0; i < n; ++i) {
@@ -276,6 +289,7 @@ void bwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, const
     for (int64_t k = g.K - 1; k >= 0; --k) {
       const T* gk = gs + k * g.M + off;
       T* gyk = gy + k * g.M + off;
+      prefetch_next(gk, n);
       if (p.lif) {
         const T* hk = hb.data() + k * w;
 #pragma omp simd
@@ -337,8 +351,8 @@ void affine3_t(T* gy, const T* x, const T* A, const T* B, const T* D, Geo g, int
   std::vector<T> ea = CL ? expand(A, g) : std::vector<T>();
   std::vector<T> eb = CL ? expand(B, g) : std::vector<T>();
   std::vector<T> ed = CL ? expand(D, g) : std::vector<T>();
-  for_tiles(g, u0, u1, [&](int64_t off, int64_t n, int64_t c) {
-    for (int64_t k = 0; k < g.K; ++k) {
+  for (int64_t k = 0; k < g.K; ++k) {  // step-major: two sequential streams
+    for_tiles(g, u0, u1, [&](int64_t off, int64_t n, int64_t c) {
       T* gk = gy + k * g.M + off;
       const T* xk = x + k * g.M + off;
       auto a = coef<T, CL>(ea, A, g, k, c);
@@ -346,8 +360,8 @@ void affine3_t(T* gy, const T* x, const T* A, const T* B, const T* D, Geo g, int
       auto d = coef<T, CL>(ed, D, g, k, c);
 #pragma omp simd
       for (int64_t i = 0; i < n; ++i) gk[i] = a[i] * gk[i] + b[i] * xk[i] + d[i];
-    }
-  });
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------- dispatch
