@@ -3,15 +3,22 @@
 * event decoding + framing (+ labelling) throughput of an uncached prepare, in events/s;
 * labelling: the compiled Madgwick filter vs the plain ``ahrs`` loop (speed ratio, max angle
   difference in radians) on the recording's IMU stream, alternated over repetitions;
-* cold vs cached start: ``prepare_recording`` with an empty cache vs a filled one.
+* cold vs cached start of a run: the time a training run needs to reach its first training
+  step (``Trainer.setup()`` -- data, network, optimizer, logger -- plus the first batch), with
+  an empty data cache vs the cache the cold run filled, each run in a new process, on
+  recordings with the built-in data's settings (4x4 downsampling) of 60 s (the built-in one)
+  and 300 s; measured from the run's start (imports done) and for the whole process (Python
+  start and imports included); also ``prepare_recording`` alone.
 
-    python -m benchmarks.bench_data [--duration 20] [--reps 3]
+    python -m benchmarks.bench_data [--duration 20] [--start-durations 60,300] [--reps 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +38,8 @@ def _time(fn, *args) -> tuple[float, Any]:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="simulated seconds")
+    parser.add_argument("--start-durations", default="60,300",
+                        help="simulated seconds of the recordings for the cold / cached start")
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args(argv)
     from snnexp.config.schema import DataConfig, SimConfig
@@ -77,20 +86,96 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{np.median(fast_t) * 1e3:.1f} ms, ratio {np.median(ratios):.0f}x, max angle "
               f"difference {max_diff:.1e} rad", flush=True)
 
-        # cold vs cached start
-        cold, warm = [], []
-        for rep in range(args.reps):
-            cached = DataConfig(paths=[str(path)], cache=True,
-                                cache_dir=str(Path(tmp) / f"cache{rep}"))
-            cold.append(_time(prepare_recording, path, cached)[0])
-            warm.append(_time(prepare_recording, path, cached)[0])
-        ratios = [c / w for c, w in zip(cold, warm)]
-        result["start"] = {"cold_s": summary(cold), "cached_s": summary(warm),
-                           "ratio": summary(ratios)}
-        print(f"start: cold {np.median(cold):.2f} s, cached {np.median(warm) * 1e3:.1f} ms, "
-              f"ratio {np.median(ratios):.0f}x", flush=True)
+    result["start"] = [start(float(d), args.reps) for d in args.start_durations.split(",") if d]
     print(f"wrote {write_json('data', result)}")
     return result
+
+
+def _time_to_first_step(data_cfg: Any, out_dir: Path) -> float:
+    """Seconds from a run's start (setup) until its first training step can run."""
+    from snnexp.config.schema import LoggerConfig, TrainConfig, TrainerConfig
+    from snnexp.training.loop import Trainer
+
+    cfg = TrainConfig(data=data_cfg, logger=LoggerConfig(name="none"),
+                      trainer=TrainerConfig(progress=False))
+    start_t = time.perf_counter()
+    trainer = Trainer(cfg, out_dir)
+    trainer.setup()
+    frames, labels = next(iter(trainer.data.train_batches(1)))
+    elapsed = time.perf_counter() - start_t
+    assert frames.shape[0] == labels.shape[0] > cfg.trainer.tbptt_k
+    trainer.close()
+    return elapsed
+
+
+# What every run imports whatever the cache holds (torch.optim imports torch._dynamo, ~1 s, at
+# the first optimizer); done before the clock starts in the "run" measurement.
+_RUN_IMPORTS = ("import torch, torch._dynamo, snnexp.training.loop, snnexp.data.pipeline, "
+                "snnexp.models")
+
+
+def _first_step_in_new_process(data_cfg: Any, out_dir: Path) -> tuple[float, float]:
+    """A run to its first training step in a fresh interpreter (as a re-run: nothing of an
+    earlier run in memory). Returns (seconds from the run's start, i.e. after the imports;
+    seconds of the whole process up to then, interpreter start and imports included)."""
+    from omegaconf import OmegaConf
+
+    cfg_file = out_dir.with_suffix(".yaml")
+    cfg_file.write_text(OmegaConf.to_yaml(OmegaConf.structured(data_cfg)))
+    code = (f"import sys, time; {_RUN_IMPORTS}; from pathlib import Path; "
+            "from omegaconf import OmegaConf; from snnexp.config.schema import DataConfig; "
+            "from benchmarks.bench_data import _time_to_first_step; "
+            "cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(DataConfig), "
+            "OmegaConf.load(sys.argv[1]))); print(_time_to_first_step(cfg, Path(sys.argv[2])))")
+    start_t = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", code, str(cfg_file), str(out_dir)],
+                          capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    if done.returncode != 0:
+        raise RuntimeError(f"the timed run failed: {done.stderr.strip()[-2000:]}")
+    return float(done.stdout.strip().splitlines()[-1]), time.perf_counter() - start_t
+
+
+def start(duration: float, reps: int) -> dict[str, Any]:
+    """Cold (empty cache) vs cached time to the first training step, each run in a new
+    process, alternated, on a recording with the built-in data's settings."""
+    from omegaconf import OmegaConf
+
+    from snnexp.config.schema import DataConfig
+    from snnexp.data.pipeline import prepare_recording
+    from snnexp.data.simulate import simulate_recording
+
+    conf = OmegaConf.load(Path(__file__).parents[1] / "conf" / "data" / "synthetic.yaml")
+    overrides = {"paths": [], "cache_dir": "", "sim": {"duration_s": duration}}
+    base = OmegaConf.merge(OmegaConf.structured(DataConfig), conf, overrides)
+    runs: dict[str, list[float]] = {"cold": [], "cached": [], "cold_process": [],
+                                    "cached_process": [], "prepare_cold": [], "prepare_cached": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        data_cfg = OmegaConf.to_object(base)
+        path = simulate_recording(data_cfg.sim, Path(tmp) / "rec.aedat4")
+        data_cfg.paths = [str(path)]
+        for rep in range(reps):
+            data_cfg.cache_dir = str(Path(tmp) / f"cache{rep}")
+            for kind in ("cold", "cached"):  # the cold run fills the cache the cached one uses
+                run_s, process_s = _first_step_in_new_process(data_cfg, Path(tmp) / f"{kind}{rep}")
+                runs[kind].append(run_s)
+                runs[f"{kind}_process"].append(process_s)
+            data_cfg.cache_dir = str(Path(tmp) / f"prepare{rep}")
+            runs["prepare_cold"].append(_time(prepare_recording, path, data_cfg)[0])
+            runs["prepare_cached"].append(_time(prepare_recording, path, data_cfg)[0])
+    ratio = [c / w for c, w in zip(runs["cold"], runs["cached"])]
+    process_ratio = [c / w for c, w in zip(runs["cold_process"], runs["cached_process"])]
+    prepare_ratio = [c / w for c, w in zip(runs["prepare_cold"], runs["prepare_cached"])]
+    out = {"recording_s": duration, "downsample": data_cfg.downsample,
+           **{f"{k}_s": summary(v) for k, v in runs.items()}, "ratio": summary(ratio),
+           "process_ratio": summary(process_ratio), "prepare_ratio": summary(prepare_ratio)}
+    med = np.median
+    print(f"start, {duration:.0f} s recording: run start -> first training step "
+          f"{med(runs['cold']):.2f} s cold vs {med(runs['cached']):.3f} s cached: "
+          f"{med(ratio):.1f}x [{min(ratio):.1f}-{max(ratio):.1f}]; whole process (Python start "
+          f"and imports included) {med(runs['cold_process']):.2f} s vs "
+          f"{med(runs['cached_process']):.2f} s: {med(process_ratio):.1f}x; prepare_recording "
+          f"alone {med(prepare_ratio):.0f}x", flush=True)
+    return out
 
 
 if __name__ == "__main__":
