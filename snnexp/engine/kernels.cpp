@@ -17,6 +17,8 @@
 // Arithmetic follows SpikingJelly's reference order (division by tau, no contraction), so
 // float64 results match the per-step path to rounding.
 
+#include <omp.h>
+
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -364,6 +366,25 @@ void affine3_t(T* gy, const T* x, const T* A, const T* B, const T* D, Geo g, int
   }
 }
 
+// ---------------------------------------------------------------------------------- threads
+// Runs body(part, u0, u1) for `parts` equal unit ranges on OpenMP threads. The library links
+// libgomp.so.1 by soname, which resolves to the copy PyTorch has loaded: the kernels run on the
+// same worker threads as PyTorch's own ops (oneDNN's convolutions), which would otherwise keep
+// spinning on the cores after each op and slow separate kernel threads down.
+template <typename F>
+void parallel_parts(int64_t units, int parts, F&& body) {
+  if (parts <= 1) {
+    body(0, int64_t(0), units);
+    return;
+  }
+#pragma omp parallel num_threads(parts)
+  {
+    const int n = omp_get_num_threads();
+    for (int p = omp_get_thread_num(); p < parts; p += n)  // all parts, even with fewer threads
+      body(p, units * p / parts, units * (p + 1) / parts);
+  }
+}
+
 // ---------------------------------------------------------------------------------- dispatch
 template <typename T, bool CL, int SG>
 void bwd_sg(const T* x, const T* sc, const T* sh, const T* v0, T v0s, const T* gs, const T* gvk,
@@ -443,7 +464,48 @@ void fwd_d(const T* x, const T* sc, const T* sh, const T* v0, T v0s, T* v, T* ou
     else affine3_t<T, false>(gy, x, A, B, D, g, u0, u1);                                         \
   }
 
+// Parallel entry points: units [0, units) in `parts` ranges; the per-part partial sums (stats,
+// bwd) go to s1 / s2 + part * K * C.
+#define SNN_EXPORT_PAR(T, SUF)                                                                   \
+  extern "C" void snn_stats_par_##SUF(const T* x, const T* ref, double* s1, double* s2,         \
+                                      int64_t K, int64_t M, int64_t C, int64_t inner,           \
+                                      int64_t units, int parts) {                               \
+    parallel_parts(units, parts, [&](int p, int64_t u0, int64_t u1) {                           \
+      snn_stats_##SUF(x, ref, s1 + p * K * C, s2 + p * K * C, K, M, C, inner, u0, u1);          \
+    });                                                                                          \
+  }                                                                                              \
+  extern "C" void snn_fwd_par_##SUF(const T* x, const T* sc, const T* sh, const T* v0,          \
+                                    double v0s, T* v, T* out, const T* res, int64_t K,           \
+                                    int64_t M, int64_t C, int64_t inner, double tau, double thr, \
+                                    double vr, int hard, int lif, int64_t units, int parts) {    \
+    parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
+      snn_fwd_##SUF(x, sc, sh, v0, v0s, v, out, res, K, M, C, inner, tau, thr, vr, hard, lif,   \
+                    u0, u1);                                                                     \
+    });                                                                                          \
+  }                                                                                              \
+  extern "C" void snn_bwd_par_##SUF(const T* x, const T* sc, const T* sh, const T* v0,          \
+                                    double v0s, const T* gs, const T* gvk, T* gy, T* gv0,        \
+                                    const T* mean, double* s1, double* s2, int64_t K, int64_t M, \
+                                    int64_t C, int64_t inner, double tau, double thr, double vr, \
+                                    int hard, int detach_reset, int sg_id, double alpha,         \
+                                    int lif, int64_t units, int parts) {                         \
+    parallel_parts(units, parts, [&](int p, int64_t u0, int64_t u1) {                           \
+      snn_bwd_##SUF(x, sc, sh, v0, v0s, gs, gvk, gy, gv0, mean, s1 ? s1 + p * K * C : nullptr,  \
+                    s2 ? s2 + p * K * C : nullptr, K, M, C, inner, tau, thr, vr, hard,           \
+                    detach_reset, sg_id, alpha, lif, u0, u1);                                    \
+    });                                                                                          \
+  }                                                                                              \
+  extern "C" void snn_affine3_par_##SUF(T* gy, const T* x, const T* A, const T* B, const T* D,  \
+                                        int64_t K, int64_t M, int64_t C, int64_t inner,         \
+                                        int64_t units, int parts) {                             \
+    parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
+      snn_affine3_##SUF(gy, x, A, B, D, K, M, C, inner, u0, u1);                                \
+    });                                                                                          \
+  }
+
 SNN_EXPORT(float, f32)
 SNN_EXPORT(double, f64)
+SNN_EXPORT_PAR(float, f32)
+SNN_EXPORT_PAR(double, f64)
 
-extern "C" int snn_abi_version() { return 3; }
+extern "C" int snn_abi_version() { return 4; }
