@@ -176,3 +176,101 @@ def test_fused_residual_add_matches_fallback(norm_kind: str, layout: str, dtype:
         for a, b in zip(ref[1:], got[1:]):
             torch.testing.assert_close(b, a, **tol)
 
+
+
+# ------------------------------------------------------------------ fused stem (conv + BN + LIF)
+def _stem(c_out: int, dtype: torch.dtype, **neuron):
+    """An event-frame stem as the network builds it: conv3x3 (2 -> c_out) + BN (eval, moved
+    running statistics) + LIF."""
+    from torch import nn
+
+    from snnexp.models.blocks import ConvNormNeuron
+
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, c_out, 3, padding=1, bias=False).to(dtype)
+    norm = make_norm(NormConfig(kind="bn"), c_out).to(dtype)
+    with torch.no_grad():
+        conv.weight.mul_(3.0)  # enough drive for spikes from count frames
+        norm.weight.uniform_(0.5, 2.0)
+        norm.bias.uniform_(-0.5, 1.0)
+        norm.running_mean.uniform_(-0.3, 0.3)
+        norm.running_var.uniform_(0.5, 2.0)
+    return ConvNormNeuron(conv, norm, make_neuron(NeuronConfig(**neuron))).eval()
+
+
+def _stem_chunks(stem, frames: torch.Tensor, fused: bool, channels_last: bool | None = None):
+    """Spikes of two consecutive chunks (the second continues the first's membranes) and the
+    final membrane, through the fused kernel or the unfused conv -> norm -> neuron path."""
+    stem.sn.reset_state()
+    stem.channels_last = channels_last
+    stem.norm.fused = fused  # off: conv, then norm + neuron as separate modules
+    outs = []
+    with torch.no_grad():
+        for chunk in frames.split(K):
+            x = chunk.flatten(0, 1)
+            assert stem.fuses_conv(x, K) == fused
+            outs.append(stem(x, K))
+    stem.norm.fused = True
+    return torch.cat(outs), stem.sn.node.v
+
+
+STEMS = [(16, {}), (16, {"reset": "hard"}), (5, {}), (5, {"tau": 3.0})]
+
+
+@pytest.mark.parametrize(("c_out", "neuron"), STEMS, ids=["c16", "c16-hard", "c5", "c5-tau3"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+def test_fused_stem_matches_unfused_float64(c_out: int, neuron: dict, layout: str) -> None:
+    """Inference of the stem in one conv + LIF pass equals conv, BatchNorm, LIF one after the
+    other (float64: no spike flips), over two chunks, with spikes in both layouts."""
+    stem = _stem(c_out, torch.float64, **neuron)
+    frames = torch.poisson(torch.full((2 * K, B, 2, 13, 17), 0.8, dtype=torch.float64))
+    if layout == "channels_last":  # frames arrive in either layout
+        frames = frames.contiguous(memory_format=torch.channels_last_3d)
+    cl = layout == "channels_last"
+    ref, v_ref = _stem_chunks(stem, frames, fused=False, channels_last=cl)
+    out, v = _stem_chunks(stem, frames, fused=True, channels_last=cl)
+    assert 0.02 < ref.mean() < 0.8  # spikes and silences both occur
+    assert out.is_contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    torch.testing.assert_close(v, v_ref, rtol=0, atol=1e-12)
+
+
+def test_fused_stem_float32_and_network_use() -> None:
+    """float32 at a larger size: the fused stem agrees with the unfused path up to rounding (a
+    few borderline spikes at most); the network takes it in inference only."""
+    from snnexp.config.schema import ModelConfig
+    from snnexp.engine import functions
+    from snnexp.models import build_network
+
+    stem = _stem(16, torch.float32)
+    frames = torch.poisson(torch.full((2 * K, 2, 2, 60, 80), 0.5))
+    ref, v_ref = _stem_chunks(stem, frames, fused=False)
+    out, v = _stem_chunks(stem, frames, fused=True)
+    assert 0.02 < ref.mean() < 0.8
+    assert (out != ref).float().mean() < 1e-3
+    same = (out == ref).view(2 * K, 2, *out.shape[1:]).all(0)  # neurons without a flipped spike
+    assert same.float().mean() > 0.99
+    torch.testing.assert_close(v[same], v_ref[same], atol=1e-4, rtol=1e-4)
+
+    net = build_network(ModelConfig(hidden=16), NormConfig(kind="bn"), (2, 40, 48))
+    calls: list[str] = []
+    original = functions.native.run
+
+    def spy(name, *args, **kw):
+        calls.append(name)
+        return original(name, *args, **kw)
+
+    functions.native.run = spy
+    try:
+        x = torch.poisson(torch.full((K, 2, 2, 40, 48), 0.5))
+        net.eval()
+        with torch.no_grad():
+            net(x)
+        assert calls.count("conv_lif") == 1
+        calls.clear()
+        net.reset_state()
+        net.train()
+        net(x).sum().backward()  # training: the conv output is needed for the backward
+        assert "conv_lif" not in calls
+    finally:
+        functions.native.run = original

@@ -244,3 +244,28 @@ def fixed_affine_lif(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifS
     sh = shift.to(x.dtype).expand(k, -1).contiguous()
     return forward(x, g, v0, lif, sc, sh, residual)
 
+
+
+def conv_lif(x: torch.Tensor, weight: torch.Tensor, steps: int, v0: Membrane | None,
+             lif: LifSpec, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference of a stem layer in one pass: conv3x3 (stride 1, padding 1, no bias) of ``x``
+    ``[K * B, Cin, H, W]`` (any layout), per-channel ``y * scale + shift`` (BatchNorm folded),
+    then LIF from ``v0``. Returns (spikes ``[K * B, C, H, W]``, final v ``[B, C, H, W]``), both
+    channels_last or contiguous. No autograd."""
+    n, cin, h, w = x.shape
+    c, batch = weight.shape[0], n // steps
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    wt = weight.detach().to(x.dtype).permute(1, 2, 3, 0).contiguous()  # [Cin, 3, 3, C]
+    sc = scale.detach().to(x.dtype).contiguous()
+    sh = shift.detach().to(x.dtype).contiguous()
+    out = torch.empty((n, c, h, w), dtype=x.dtype, memory_format=fmt)
+    v = torch.empty((batch, c, h, w), dtype=x.dtype, memory_format=fmt)
+    v_in = v0.contiguous(memory_format=fmt) if isinstance(v0, torch.Tensor) else None
+    v0s = 0.0 if isinstance(v0, torch.Tensor) else float(v0 or 0.0)
+    tau, thr, vr, hard = lif.args()
+    native.run("conv_lif", x.dtype, batch * h, out.numel(), lambda i, u0, u1: (
+        x.data_ptr(), *x.stride(), wt.data_ptr(), sc.data_ptr(), sh.data_ptr(),
+        native.ptr(v_in), v0s, v.data_ptr(), out.data_ptr(), steps, batch, cin, c, h, w,
+        int(channels_last), tau, thr, vr, hard, u0, u1))
+    return out, v

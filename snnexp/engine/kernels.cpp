@@ -17,6 +17,7 @@
 // Arithmetic follows SpikingJelly's reference order (division by tau, no contraction), so
 // float64 results match the per-step path to rounding.
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <cmath>
@@ -366,6 +367,126 @@ void affine3_t(T* gy, const T* x, const T* A, const T* B, const T* D, Geo g, int
   }
 }
 
+// ---------------------------------------------------------------------------------- conv + LIF
+// Inference of a stem layer: conv3x3 (stride 1, padding 1, no bias) of a few-channel input, a
+// per-channel affine (BatchNorm folded from its running statistics), then LIF, in one pass: the
+// convolution's output never goes to memory. The input is read through its strides (any
+// layout), frame n = k * B + b. wt holds the weights tap-major, [Cin * 9][C]. Units are the
+// output rows (b, h); a row's membranes stay in cache across the K steps. Spikes and the final
+// membranes are written channels_last (CL) or NCHW.
+template <typename T, int CT, int CINT, bool CL, bool HARD>
+void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* wt,
+                const T* scale, const T* shift, const T* v0, T v0s, T* v_out, T* out,
+                int64_t K, int64_t B, int64_t Cin_rt, int64_t C_rt, int64_t H, int64_t W, Lif p,
+                int64_t u0, int64_t u1) {
+  const int64_t C = CT > 0 ? CT : C_rt;
+  const int64_t Cin = CINT > 0 ? CINT : Cin_rt;  // compile-time sizes: fully unrolled taps
+  const T tau = T(p.tau), thr = T(p.thr), vr = T(p.vr);
+  const int64_t PW = W + 2;
+#ifdef __AVX512F__
+  // 16 float spikes = one aligned 64-byte line per pixel (channels_last, 64-byte aligned output)
+  constexpr bool STREAM = CL && CT == 16 && sizeof(T) == 4;
+  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0;
+#else
+  constexpr bool STREAM = false;
+  const bool aligned = true;
+#endif
+  if (STREAM && !aligned) {
+    conv_lif_t<T, 0, 0, CL, HARD>(x, sn, sc, sh, sw, wt, scale, shift, v0, v0s, v_out, out, K,
+                                 B, Cin_rt, C_rt, H, W, p, u0, u1);
+    return;
+  }
+  std::vector<T> pad(Cin * 3 * PW), vrow(W * C), acc_v(C);
+  auto at = [&](int64_t n, int64_t c, int64_t h, int64_t w) -> int64_t {
+    return CL ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
+  };
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t b = u / H, h = u % H;
+    for (int64_t w = 0; w < W; ++w)
+      for (int64_t c = 0; c < C; ++c) vrow[w * C + c] = v0 ? v0[at(b, c, h, w)] : v0s;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t n = k * B + b;
+      for (int64_t ci = 0; ci < Cin; ++ci) {
+        for (int64_t r = 0; r < 3; ++r) {
+          T* row = pad.data() + (ci * 3 + r) * PW;
+          const int64_t hh = h + r - 1;
+          row[0] = row[W + 1] = T(0);
+          if (hh < 0 || hh >= H) {
+            for (int64_t w = 1; w <= W; ++w) row[w] = T(0);
+            continue;
+          }
+          const T* src = x + n * sn + ci * sc + hh * sh;
+          for (int64_t w = 0; w < W; ++w) row[w + 1] = src[w * sw];
+        }
+      }
+      for (int64_t w = 0; w < W; ++w) {
+        T acc[CT > 0 ? CT : 1];
+        T* a = CT > 0 ? acc : acc_v.data();
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) a[c] = T(0);
+        for (int64_t ci = 0; ci < Cin; ++ci) {
+          for (int64_t r = 0; r < 3; ++r) {
+            const T* row = pad.data() + (ci * 3 + r) * PW + w;
+            for (int64_t d = 0; d < 3; ++d) {
+              const T xv = row[d];
+              const T* wr = wt + ((ci * 3 + r) * 3 + d) * C;
+#pragma omp simd
+              for (int64_t c = 0; c < C; ++c) a[c] = std::fma(wr[c], xv, a[c]);
+            }
+          }
+        }
+        T* v = vrow.data() + w * C;
+        if constexpr (CL) {
+          T* o = out + at(n, 0, h, w);
+          T sp[CT > 0 ? CT : 1];
+          T* so = STREAM ? sp : o;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) {
+            T y = a[c] * scale[c] + shift[c];
+            T hv = v[c] + (y - (v[c] - vr)) / tau;
+            T s = hv >= thr ? T(1) : T(0);
+            v[c] = HARD ? s * vr + (T(1) - s) * hv : hv - s * thr;
+            so[c] = s;
+          }
+#ifdef __AVX512F__
+          // the spikes bypass the cache (no read-for-ownership of lines written in full)
+          if constexpr (STREAM) _mm512_stream_ps(reinterpret_cast<float*>(o), _mm512_loadu_ps(
+                                                     reinterpret_cast<const float*>(sp)));
+#endif
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            T y = a[c] * scale[c] + shift[c];
+            T hv = v[c] + (y - (v[c] - vr)) / tau;
+            T s = hv >= thr ? T(1) : T(0);
+            v[c] = HARD ? s * vr + (T(1) - s) * hv : hv - s * thr;
+            out[at(n, c, h, w)] = s;
+          }
+        }
+      }
+    }
+    for (int64_t w = 0; w < W; ++w)
+      for (int64_t c = 0; c < C; ++c) v_out[at(b, c, h, w)] = vrow[w * C + c];
+  }
+#ifdef __AVX512F__
+  if constexpr (STREAM) _mm_sfence();
+#endif
+}
+
+template <typename T, int CT, int CINT>
+void conv_lif_c(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* wt,
+                const T* scale, const T* shift, const T* v0, T v0s, T* v_out, T* out, int64_t K,
+                int64_t B, int64_t Cin, int64_t C, int64_t H, int64_t W, int cl, Lif p,
+                int64_t u0, int64_t u1) {
+#define SNN_CONV(CLV, HV)                                                                        \
+  conv_lif_t<T, CT, CINT, CLV, HV>(x, sn, sc, sh, sw, wt, scale, shift, v0, v0s, v_out, out, K,  \
+                                   B, Cin, C, H, W, p, u0, u1)
+  if (cl && p.hard) SNN_CONV(true, true);
+  else if (cl) SNN_CONV(true, false);
+  else if (p.hard) SNN_CONV(false, true);
+  else SNN_CONV(false, false);
+#undef SNN_CONV
+}
+
 // ---------------------------------------------------------------------------------- threads
 // Runs body(part, u0, u1) for `parts` equal unit ranges on OpenMP threads. The library links
 // libgomp.so.1 by soname, which resolves to the copy PyTorch has loaded: the kernels run on the
@@ -508,4 +629,25 @@ SNN_EXPORT(double, f64)
 SNN_EXPORT_PAR(float, f32)
 SNN_EXPORT_PAR(double, f64)
 
-extern "C" int snn_abi_version() { return 4; }
+// conv3x3 + folded affine + LIF (inference), units = rows b * H + h of the output.
+#define SNN_EXPORT_CONV(T, SUF)                                                                  \
+  extern "C" void snn_conv_lif_par_##SUF(                                                       \
+      const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* wt, const T* scale,  \
+      const T* shift, const T* v0, double v0s, T* v_out, T* out, int64_t K, int64_t B,          \
+      int64_t Cin, int64_t C, int64_t H, int64_t W, int cl, double tau, double thr, double vr,  \
+      int hard, int64_t units, int parts) {                                                     \
+    Lif p{tau, thr, vr, hard, 1, 1, 1.0, 1};                                                     \
+    parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
+      if (C == 16 && Cin == 2) /* event frames (ON / OFF) into the reference's 16 channels */   \
+        conv_lif_c<T, 16, 2>(x, sn, sc, sh, sw, wt, scale, shift, v0, T(v0s), v_out, out, K, B, \
+                             Cin, C, H, W, cl, p, u0, u1);                                       \
+      else                                                                                       \
+        conv_lif_c<T, 0, 0>(x, sn, sc, sh, sw, wt, scale, shift, v0, T(v0s), v_out, out, K, B,  \
+                            Cin, C, H, W, cl, p, u0, u1);                                        \
+    });                                                                                          \
+  }
+
+SNN_EXPORT_CONV(float, f32)
+SNN_EXPORT_CONV(double, f64)
+
+extern "C" int snn_abi_version() { return 5; }

@@ -83,6 +83,10 @@ def _declare(lib: ctypes.CDLL) -> None:
             par = getattr(lib, f"snn_{name}_par_{suf}")  # (..., units, parts) for (..., u0, u1)
             par.argtypes = [*base.argtypes[:-2], i64, c_int]
             par.restype = None
+        conv = getattr(lib, f"snn_conv_lif_par_{suf}")
+        conv.argtypes = [p, i64, i64, i64, i64, p, p, p, p, f64, p, p, i64, i64, i64, i64, i64,
+                         i64, c_int, f64, f64, f64, c_int, i64, c_int]
+        conv.restype = None
 
 
 def lib() -> ctypes.CDLL | None:

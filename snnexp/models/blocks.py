@@ -13,7 +13,7 @@ from torch import nn
 from snnexp.config.schema import BLOCK_TYPES, CONNECT_FUNCTIONS, StageConfig
 from snnexp.errors import ConfigError
 from snnexp.models.factory import LayerFactory
-from snnexp.models.fusion import _global_hooks, norm_neuron
+from snnexp.models.fusion import _global_hooks, can_fuse_conv, norm_neuron
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -39,13 +39,28 @@ class ConvNorm(nn.Module):
 
 
 class ConvNormNeuron(ConvNorm):
-    """conv + norm + spiking neuron (channel adaptation, SEW shortcut)."""
+    """conv + norm + spiking neuron (channel adaptation, SEW shortcut).
+
+    As the network's stem (conv3x3 of the event frames) in inference it runs as one fused
+    conv + LIF kernel (:func:`snnexp.models.fusion.can_fuse_conv`), which reads the frames in any
+    layout and writes the spikes channels_last (``channels_last`` None: for float32, as the
+    network does) or contiguous.
+    """
+
+    channels_last: bool | None = None  # set by SNNRegressor.configure_engine
 
     def __init__(self, conv: nn.Conv2d, norm: nn.Module, sn: nn.Module) -> None:
         super().__init__(conv, norm)
         self.sn = sn
 
+    def fuses_conv(self, x: torch.Tensor, steps: int | None) -> bool:
+        """Whether a chunk ``x`` runs through the fused conv + LIF kernel."""
+        return can_fuse_conv(self.conv, self.norm, self.sn, x, steps)
+
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        if self.fuses_conv(x, steps):
+            cl = x.dtype == torch.float32 if self.channels_last is None else self.channels_last
+            return self.sn.run_conv_fused(self.conv, self.norm, x, steps, cl)
         return norm_neuron(self.norm, self.sn, self.conv(x), steps)
 
 

@@ -1,8 +1,11 @@
-"""``norm -> neuron`` as one fused kernel call on a chunk when that is exact and observable.
+"""``norm -> neuron`` (and a stem's ``conv -> norm -> neuron``) as one fused kernel call on a
+chunk when that is exact and observable.
 
 Blocks call :func:`norm_neuron` where a norm feeds a spiking neuron directly. A per-step
 BatchNorm followed by a LIF then runs as one native pass (training: batch statistics and the
 running-statistics update; inference without autograd: the BatchNorm folded into the neuron).
+In inference, a stem layer (conv3x3 of a few-channel input, eval BatchNorm, LIF) runs as one
+conv + LIF kernel that never writes the convolution's output (:func:`can_fuse_conv`).
 Otherwise, and whenever a hook watches either module (e.g. :class:`Monitors` recording norm
 statistics), the two modules run one after the other, so hooks see what they expect.
 """
@@ -36,6 +39,32 @@ def can_fuse(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | None)
     if norm.training or not norm.track_running_stats:
         return x.shape[0] // steps * x.shape[2] * x.shape[3] > 1
     return not torch.is_grad_enabled()
+
+
+# Inputs with at most this many channels (event frames: 2) take the fused stem kernel; oneDNN's
+# convolutions are weak there (few input channels), but win with more.
+STEM_MAX_IN_CHANNELS = 4
+
+
+def can_fuse_conv(conv: nn.Module, norm: nn.Module, sn: nn.Module, x: torch.Tensor,
+                  steps: int | None) -> bool:
+    """Whether ``sn(norm(conv(x), steps), steps)`` may run as one conv + LIF kernel: a chunk in
+    inference (no autograd), a bias-free conv3x3 / stride 1 / padding 1 of at most
+    ``STEM_MAX_IN_CHANNELS`` channels, BatchNorm with running statistics, a fusable LIF, no
+    hooks."""
+    if steps is None or torch.is_grad_enabled() or x.dim() != 4:
+        return False
+    if not (type(conv) is nn.Conv2d and conv.kernel_size == (3, 3) and conv.stride == (1, 1)
+            and conv.padding == (1, 1) and conv.dilation == (1, 1) and conv.groups == 1
+            and conv.bias is None and conv.padding_mode == "zeros"
+            and conv.in_channels <= STEM_MAX_IN_CHANNELS and conv.weight.dtype == x.dtype):
+        return False
+    if (type(norm) is not BatchNorm2d or norm.training or not norm.track_running_stats
+            or not norm.fused):
+        return False
+    if not (isinstance(sn, SpikingNeuron) and sn.can_fuse(x)):
+        return False
+    return not (_hooked(conv) or _hooked(norm) or _hooked(sn) or _global_hooks())
 
 
 def _fits(residual: torch.Tensor, x: torch.Tensor) -> bool:

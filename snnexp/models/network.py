@@ -93,9 +93,13 @@ class SNNRegressor(nn.Module):
         """K time steps at once: frames ``[K, B, C, H, W]`` -> predictions ``[K, B]``."""
         k, b = x.shape[:2]
         x = x.flatten(0, 1)
-        if self._channels_last(x):
-            x = x.contiguous(memory_format=torch.channels_last)
+        if self._channels_last(x) and not self._stem_fused(x, k):  # the fused stem reads any
+            x = x.contiguous(memory_format=torch.channels_last)  # layout and writes channels_last
         return self._run(x, k).view(k, b)
+
+    def _stem_fused(self, x: torch.Tensor, steps: int) -> bool:
+        adapt = self.stages[0].adapt if len(self.stages) else None
+        return adapt is not None and adapt.fuses_conv(x, steps)
 
     # ------------------------------------------------------------------ engine
     channels_last: bool | None = None  # None: automatic (float32 chunks)
@@ -112,12 +116,15 @@ class SNNRegressor(nn.Module):
         apply) and the channels_last layout (None: automatic). ``fused=False,
         channels_last=False`` is the plain PyTorch / SpikingJelly chunk path. Single steps are
         never affected."""
+        from snnexp.models.blocks import ConvNormNeuron
         from snnexp.models.neurons import SpikingNeuron
         from snnexp.models.norms import BatchNorm2d
 
         for m in self.modules():
             if isinstance(m, (SpikingNeuron, BatchNorm2d)):
                 m.fused = fused
+            if isinstance(m, ConvNormNeuron):
+                m.channels_last = channels_last
         self.channels_last = channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -22,7 +22,7 @@ from torch import nn
 
 from snnexp.config.schema import NEURON_KINDS, RESETS, SURROGATES, NeuronConfig, SurrogateConfig
 from snnexp.engine import native
-from snnexp.engine.functions import FusedBatchNormLIF, FusedLIF, LifSpec, fixed_affine_lif
+from snnexp.engine.functions import FusedBatchNormLIF, FusedLIF, LifSpec, conv_lif, fixed_affine_lif
 from snnexp.errors import ConfigError
 
 # Width / slope used when ``surrogate.alpha`` is None. atan and sigmoid are SpikingJelly's own
@@ -172,6 +172,27 @@ class SpikingNeuron(StatefulModule):
         """Whether a chunk ``x`` can run through the fused kernels."""
         return self.fused and native.supports(x) and self.lif_spec() is not None
 
+    def _membrane(self, frames: int, steps: int, shape: torch.Size) -> torch.Tensor | float:
+        """The membrane to continue from, checked against a chunk of ``frames`` frames."""
+        v0 = self.node.v  # a tensor, or SpikingJelly's initial float after a reset
+        if isinstance(v0, torch.Tensor) and (v0.shape[0] * steps != frames
+                                             or v0.shape[1:] != shape):
+            raise RuntimeError(f"membrane of shape {tuple(v0.shape)} does not fit a chunk of "
+                               f"{steps} steps of {(frames, *shape)}: call reset_state() first")
+        return v0
+
+    def run_conv_fused(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor,
+                       steps: int, channels_last: bool) -> torch.Tensor:
+        """Inference: ``self(norm(conv(x), steps), steps)`` as one native conv + LIF pass (see
+        :func:`snnexp.models.fusion.can_fuse_conv`); spikes channels_last or contiguous."""
+        shape = torch.Size((conv.out_channels, *x.shape[2:]))
+        v0 = self._membrane(x.shape[0], steps, shape)
+        scale, shift = norm.folded_affine()
+        out, v_new = conv_lif(x, conv.weight, steps, v0, self.lif_spec(), scale, shift,
+                              channels_last)
+        self.node.v = v_new
+        return out
+
     def run_fused(self, x: torch.Tensor, steps: int, norm: nn.BatchNorm2d | None = None,
                   residual: torch.Tensor | None = None) -> torch.Tensor:
         """Chunk through the native kernels, optionally with a per-step BatchNorm before.
@@ -181,11 +202,7 @@ class SpikingNeuron(StatefulModule):
         With ``residual`` (x's shape, dtype and device) the result is spikes + residual.
         """
         spec = self.lif_spec()
-        v0 = self.node.v  # a tensor, or SpikingJelly's initial float after a reset
-        if isinstance(v0, torch.Tensor) and (v0.shape[0] * steps != x.shape[0]
-                                             or v0.shape[1:] != x.shape[1:]):
-            raise RuntimeError(f"membrane of shape {tuple(v0.shape)} does not fit a chunk of "
-                               f"{steps} steps of {tuple(x.shape)}: call reset_state() first")
+        v0 = self._membrane(x.shape[0], steps, x.shape[1:])
         if norm is None:
             out, v_new = FusedLIF.apply(x, v0, steps, spec, residual)
         elif norm.training or not norm.track_running_stats:
