@@ -17,8 +17,12 @@
 // Arithmetic follows SpikingJelly's reference order (division by tau, no contraction), so
 // float64 results match the per-step path to rounding.
 
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
+#endif
+#ifdef _OPENMP
 #include <omp.h>
+#endif
 
 #include <cmath>
 #include <cstdint>
@@ -498,12 +502,16 @@ void parallel_parts(int64_t units, int parts, F&& body) {
     body(0, int64_t(0), units);
     return;
   }
+#ifdef _OPENMP
 #pragma omp parallel num_threads(parts)
   {
     const int n = omp_get_num_threads();
     for (int p = omp_get_thread_num(); p < parts; p += n)  // all parts, even with fewer threads
       body(p, units * p / parts, units * (p + 1) / parts);
   }
+#else  // built without OpenMP (a compiler without it): one thread
+  for (int p = 0; p < parts; ++p) body(p, units * p / parts, units * (p + 1) / parts);
+#endif
 }
 
 // ---------------------------------------------------------------------------------- dispatch

@@ -29,6 +29,8 @@ import torch
 SOURCE = Path(__file__).with_name("kernels.cpp")
 FLAGS = ["-O3", "-march=native", "-fopenmp", "-ffp-contract=off", "-fno-math-errno",
          "-std=c++17", "-shared", "-fPIC"]
+# for a compiler without OpenMP (e.g. Apple clang): the same kernels, one thread per call
+FLAGS_NO_OPENMP = [("-fopenmp-simd" if f == "-fopenmp" else f) for f in FLAGS]
 DTYPES = {torch.float32: "f32", torch.float64: "f64"}
 _SMALL = 1 << 16  # below this many elements per call, one thread is faster
 
@@ -51,16 +53,16 @@ def _compiler() -> str | None:
     return None
 
 
-def _build(cxx: str) -> Path:
+def _build(cxx: str, flags: list[str]) -> Path:
     """Compile the kernels (if not cached) and return the library path."""
-    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cxx, *FLAGS]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(SOURCE.read_bytes() + " ".join([cxx, *flags]).encode()).hexdigest()[:16]
     target = cache_dir() / f"snnexp_kernels_{key}.so"
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        subprocess.run([cxx, *FLAGS, str(SOURCE), "-o", str(out)], check=True,
+        subprocess.run([cxx, *flags, str(SOURCE), "-o", str(out)], check=True,
                        capture_output=True, text=True, timeout=300)
         os.replace(out, target)  # atomic: concurrent builders agree on one file
     return target
@@ -103,7 +105,11 @@ def lib() -> ctypes.CDLL | None:
             if cxx is None:
                 return None
             try:
-                handle = ctypes.CDLL(str(_build(cxx)))
+                try:
+                    path = _build(cxx, FLAGS)
+                except subprocess.CalledProcessError:
+                    path = _build(cxx, FLAGS_NO_OPENMP)  # no OpenMP: serial kernels
+                handle = ctypes.CDLL(str(path))
                 _declare(handle)
                 _lib = handle
             except (OSError, subprocess.SubprocessError) as err:
