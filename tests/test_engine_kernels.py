@@ -295,3 +295,81 @@ def test_build_without_openmp_gives_the_same_results(tmp_path, monkeypatch) -> N
         got = functions.fixed_affine_lif(x, K, 0.0, sn.lif_spec(), *norm.folded_affine())
     torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
     torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ pool folded into the last LIF
+def _pool_net(block: str, norm: str, reset: str = "soft"):
+    from snnexp.config.schema import ModelConfig, StageConfig
+    from snnexp.models import build_network
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(block_type=block, hidden=16, neuron=NeuronConfig(reset=reset),
+                      stages=[StageConfig(channels=8, up_kernel_size=3, mid_channels=8, k_pool=2,
+                                          stride_1=1, stride_2=1),
+                              StageConfig(channels=8, up_kernel_size=1, mid_channels=8, k_pool=2,
+                                          stride_1=2, stride_2=1)])
+    net = build_network(cfg, NormConfig(kind=norm), (2, 27, 35)).double()  # odd sizes: floor
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d):
+                m.weight.mul_(2.5)  # spiking hidden layers
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def _eval_chunks(net, frames: torch.Tensor, fold_pools: bool):
+    """Predictions over two chunks; ``fold_pools=False`` hooks the pools (a hook keeps a module
+    observable, so the pool then runs as its own module after the block)."""
+    handles = [] if fold_pools else [m.register_forward_hook(lambda *a: None)
+                                     for m in net.modules()
+                                     if isinstance(m, torch.nn.MaxPool2d)]
+    net.reset_state()
+    try:
+        with torch.no_grad():
+            out = torch.cat([net(chunk) for chunk in frames.split(K)])
+    finally:
+        for h in handles:
+            h.remove()
+    return out, [m.node.v.clone() for m in net.modules() if hasattr(m, "node")]
+
+
+@pytest.mark.parametrize(("block", "norm", "reset"), [("sew", "bn", "soft"), ("sew", "bn", "hard"),
+                                                      ("plain", "bn", "soft"),
+                                                      ("sew", "rms", "soft")])
+def test_pool_folded_into_lif_matches_separate_pool_float64(block: str, norm: str,
+                                                            reset: str) -> None:
+    """Inference with MaxPool2d(2) folded into the block's last LIF pass gives the predictions
+    and every membrane of the separate pool (odd feature maps: floor mode), and runs the
+    folded kernel; training never folds it (the backward needs the pool's indices)."""
+    from snnexp.engine import functions
+
+    net = _pool_net(block, norm, reset)
+    frames = torch.poisson(torch.full((2 * K, 2, 2, 27, 35), 0.7, dtype=torch.float64))
+    calls: list[str] = []
+    original = functions.native.run
+
+    def spy(name, *args, **kw):
+        calls.append(name)
+        return original(name, *args, **kw)
+
+    functions.native.run = spy
+    try:
+        out, states = _eval_chunks(net, frames, fold_pools=True)
+        folded = calls.count("fwd_pool")
+        ref, ref_states = _eval_chunks(net, frames, fold_pools=False)
+        assert calls.count("fwd_pool") == folded
+        calls.clear()
+        net.train()
+        net.reset_state()
+        net(frames[: K]).sum().backward()
+        assert "fwd_pool" not in calls
+    finally:
+        functions.native.run = original
+    assert folded == 2 * 2  # both stages' pools, both chunks
+    spikes = [v for v in states if v.dim() == 4]
+    assert any(0.0 < float((v > 0).float().mean()) for v in spikes)
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    for v, w in zip(states, ref_states):
+        torch.testing.assert_close(v, w, rtol=0, atol=0)

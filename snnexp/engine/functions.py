@@ -269,3 +269,29 @@ def conv_lif(x: torch.Tensor, weight: torch.Tensor, steps: int, v0: Membrane | N
         native.ptr(v_in), v0s, v.data_ptr(), out.data_ptr(), steps, batch, cin, c, h, w,
         int(channels_last), tau, thr, vr, hard, u0, u1))
     return out, v
+
+
+def lif_pool(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec,
+             scale: torch.Tensor | None, shift: torch.Tensor | None,
+             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference: per-channel affine (optional), LIF (+ ``residual``), then MaxPool2d(2) in one
+    pass; the full-size output is never written. The kernel works channels_last; results
+    come back in ``x``'s layout (channels_last, else contiguous).
+    Returns (pooled ``[K * B, C, H // 2, W // 2]``, final v ``[B, C, H, W]``)."""
+    cl = torch.channels_last
+    fmt = cl if x.is_contiguous(memory_format=cl) else torch.contiguous_format
+    x = x.contiguous(memory_format=cl)
+    n, c, h, w = x.shape
+    batch = n // steps
+    res = residual.contiguous(memory_format=cl) if residual is not None else None
+    sc = scale.detach().to(x.dtype).contiguous() if scale is not None else None
+    sh = shift.detach().to(x.dtype).contiguous() if shift is not None else None
+    out = torch.empty((n, c, h // 2, w // 2), dtype=x.dtype, memory_format=cl)
+    v = torch.empty((batch, c, h, w), dtype=x.dtype, memory_format=cl)
+    v_in = v0.contiguous(memory_format=cl) if isinstance(v0, torch.Tensor) else None
+    v0s = 0.0 if isinstance(v0, torch.Tensor) else float(v0 or 0.0)
+    tau, thr, vr, hard = lif.args()
+    native.run("fwd_pool", x.dtype, batch * ((h + 1) // 2), x.numel(), lambda i, u0, u1: (
+        x.data_ptr(), native.ptr(sc), native.ptr(sh), native.ptr(v_in), v0s, v.data_ptr(),
+        out.data_ptr(), native.ptr(res), steps, batch, c, h, w, tau, thr, vr, hard, u0, u1))
+    return out.contiguous(memory_format=fmt), v.contiguous(memory_format=fmt)

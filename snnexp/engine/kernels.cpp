@@ -491,6 +491,61 @@ void conv_lif_c(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
 #undef SNN_CONV
 }
 
+// ---------------------------------------------------------------------------------- LIF + pool
+// Inference, channels_last: y = x * scale[c] + shift[c] (or x without scale), LIF, out =
+// spikes (+ res, the SEW ADD), then MaxPool2d(2) (stride 2, floor) written instead of the
+// full-size output. Units are pairs of input rows (b, p): rows 2p and 2p + 1 (an odd last row
+// and column update their membranes but fall out of the pool, as in floor mode). Arithmetic as
+// fwd_t, and max is exact: the result equals fwd_t followed by the pool.
+template <typename T, bool HARD, bool RES>
+void fwd_pool_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_out,
+                T* out, const T* res, int64_t K, int64_t B, int64_t C, int64_t H, int64_t W,
+                Lif p, int64_t u0, int64_t u1) {
+  const T tau = T(p.tau), thr = T(p.thr), vr = T(p.vr);
+  const int64_t P = (H + 1) / 2, Ho = H / 2, Wo = W / 2, row = W * C;
+  std::vector<T> val(2 * row), es(scale ? 2 * row : 0), eh(scale ? 2 * row : 0);
+  for (int64_t i = 0; i < int64_t(es.size()); ++i) {  // the channel pattern of a row pair
+    es[i] = scale[i % C];
+    eh[i] = shift[i % C];
+  }
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t b = u / P, pr = u % P;
+    const int64_t h0 = 2 * pr, rows = (h0 + 1 < H) ? 2 : 1;
+    T* v = v_out + (b * H + h0) * row;  // the pair's membranes, contiguous in channels_last
+    const int64_t nv = rows * row;
+    if (v0) std::memcpy(v, v0 + (b * H + h0) * row, sizeof(T) * nv);
+    else for (int64_t i = 0; i < nv; ++i) v[i] = v0s;
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t base = ((k * B + b) * H + h0) * row;
+      const T* xk = x + base;
+      const T* rk = RES ? res + base : nullptr;
+      const T* a = scale ? es.data() : nullptr;
+      const T* bsh = scale ? eh.data() : nullptr;
+#pragma omp simd
+      for (int64_t i = 0; i < nv; ++i) {
+        const T y = a ? xk[i] * a[i] + bsh[i] : xk[i];
+        const T h = v[i] + (y - (v[i] - vr)) / tau;
+        const T s = h >= thr ? T(1) : T(0);
+        v[i] = HARD ? s * vr + (T(1) - s) * h : h - s * thr;
+        if constexpr (RES) val[i] = s + rk[i];
+        else val[i] = s;
+      }
+      if (rows < 2 || pr >= Ho) continue;
+      T* o = out + ((k * B + b) * Ho + pr) * Wo * C;
+      for (int64_t wo = 0; wo < Wo; ++wo) {
+        const T* a = val.data() + 2 * wo * C;
+        const T* c2 = a + row;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          T m = a[c] > a[c + C] ? a[c] : a[c + C];
+          T m2 = c2[c] > c2[c + C] ? c2[c] : c2[c + C];
+          o[wo * C + c] = m > m2 ? m : m2;
+        }
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------- threads
 // Runs body(part, u0, u1) for `parts` equal unit ranges on OpenMP threads. The library links
 // libgomp.so.1 by soname, which resolves to the copy PyTorch has loaded: the kernels run on the
@@ -658,4 +713,30 @@ SNN_EXPORT_PAR(double, f64)
 SNN_EXPORT_CONV(float, f32)
 SNN_EXPORT_CONV(double, f64)
 
-extern "C" int snn_abi_version() { return 5; }
+// LIF (+ residual) + MaxPool2d(2) (inference, channels_last), units = row pairs b * ceil(H / 2).
+#define SNN_EXPORT_POOL(T, SUF)                                                                  \
+  extern "C" void snn_fwd_pool_par_##SUF(const T* x, const T* sc, const T* sh, const T* v0,     \
+                                         double v0s, T* v, T* out, const T* res, int64_t K,      \
+                                         int64_t B, int64_t C, int64_t H, int64_t W,             \
+                                         double tau, double thr, double vr, int hard,            \
+                                         int64_t units, int parts) {                             \
+    Lif p{tau, thr, vr, hard, 1, 1, 1.0, 1};                                                     \
+    parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
+      if (hard && res)                                                                           \
+        fwd_pool_t<T, true, true>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0, u1); \
+      else if (hard)                                                                             \
+        fwd_pool_t<T, true, false>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0,     \
+                                   u1);                                                          \
+      else if (res)                                                                              \
+        fwd_pool_t<T, false, true>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0,     \
+                                   u1);                                                          \
+      else                                                                                       \
+        fwd_pool_t<T, false, false>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0,    \
+                                    u1);                                                         \
+    });                                                                                          \
+  }
+
+SNN_EXPORT_POOL(float, f32)
+SNN_EXPORT_POOL(double, f64)
+
+extern "C" int snn_abi_version() { return 6; }

@@ -89,6 +89,10 @@ def _declare(lib: ctypes.CDLL) -> None:
         conv.argtypes = [p, i64, i64, i64, i64, p, p, p, p, f64, p, p, i64, i64, i64, i64, i64,
                          i64, c_int, f64, f64, f64, c_int, i64, c_int]
         conv.restype = None
+        pool = getattr(lib, f"snn_fwd_pool_par_{suf}")
+        pool.argtypes = [p, p, p, p, f64, p, p, p, i64, i64, i64, i64, i64, f64, f64, f64, c_int,
+                         i64, c_int]
+        pool.restype = None
 
 
 def lib() -> ctypes.CDLL | None:

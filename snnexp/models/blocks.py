@@ -13,7 +13,7 @@ from torch import nn
 from snnexp.config.schema import BLOCK_TYPES, CONNECT_FUNCTIONS, StageConfig
 from snnexp.errors import ConfigError
 from snnexp.models.factory import LayerFactory
-from snnexp.models.fusion import _global_hooks, can_fuse_conv, norm_neuron
+from snnexp.models.fusion import _global_hooks, can_fuse_conv, norm_neuron, pool_fusable
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -87,10 +87,16 @@ class _TwoConvBlock(nn.Module):
 
 
 class PlainBlock(_TwoConvBlock):
-    """conv3x3(stride_1) + norm + LIF, conv3x3(stride_2) + norm + LIF; no shortcut."""
+    """conv3x3(stride_1) + norm + LIF, conv3x3(stride_2) + norm + LIF; no shortcut.
 
-    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        return norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps)
+    ``pool`` (inference, set by :class:`Stage`) returns MaxPool2d(2) of the output, fused into
+    the last LIF pass when the kernels apply."""
+
+    takes_pool = True
+
+    def forward(self, x: torch.Tensor, steps: int | None = None, pool: bool = False
+                ) -> torch.Tensor:
+        return norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps, pool=pool)
 
 
 def _shortcut_stride(stride_1: int, stride_2: int) -> int:
@@ -118,6 +124,8 @@ class SEWBlock(_TwoConvBlock):
     """SEW-ResNet: connect(LIF(branch), shortcut); shortcut identity or conv1x1 + norm + LIF.
 
     connect_f: ADD s + id, AND s * id, IAND id * (1 - s), with s the branch's spikes.
+    ``pool`` (ADD, inference, set by :class:`Stage`) returns MaxPool2d(2) of the output, fused
+    into the last LIF pass when the kernels apply.
     """
 
     def __init__(self, channels: int, mid_channels: int, stride_1: int, stride_2: int,
@@ -133,11 +141,18 @@ class SEWBlock(_TwoConvBlock):
                                           layers.norm(channels), layers.neuron())
                            if stride != 1 else None)
 
-    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    @property
+    def takes_pool(self) -> bool:
+        return self.connect_f == "ADD"
+
+    def forward(self, x: torch.Tensor, steps: int | None = None, pool: bool = False
+                ) -> torch.Tensor:
+        if pool and not self.takes_pool:
+            raise ValueError(f"SEW connect_f {self.connect_f} cannot fold a pool")
         if self.connect_f == "ADD":  # the add fused into the neuron's kernel when it can be
             branch = self._branch_conv(x, steps)
             identity = x if self.downsample is None else self.downsample(x, steps)
-            return norm_neuron(self.norm2, self.sn2, branch, steps, residual=identity)
+            return norm_neuron(self.norm2, self.sn2, branch, steps, residual=identity, pool=pool)
         s = norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps)
         identity = x if self.downsample is None else self.downsample(x, steps)
         if self.connect_f == "AND":
@@ -186,7 +201,10 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         if self.adapt is not None:
             x = self.adapt(x, steps)
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
+            if (i == len(self.blocks) - 1 and getattr(block, "takes_pool", False)
+                    and pool_fusable(self.pool, steps)):
+                return block(x, steps, pool=True)  # the pool in the block's last LIF pass
             x = block(x, steps)
         if self._pool_is_identity():
             return x

@@ -13,6 +13,7 @@ statistics), the two modules run one after the other, so hooks see what they exp
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as nn_module
 
@@ -73,17 +74,39 @@ def _fits(residual: torch.Tensor, x: torch.Tensor) -> bool:
 
 
 def norm_neuron(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | None,
-                residual: torch.Tensor | None = None) -> torch.Tensor:
+                residual: torch.Tensor | None = None, pool: bool = False) -> torch.Tensor:
     """``sn(norm(x, steps), steps)`` (``+ residual`` if given), fused when :func:`can_fuse`
-    allows; the residual add then happens in the same kernel pass."""
+    allows; the residual add then happens in the same kernel pass. ``pool`` (a chunk in
+    inference, see :func:`pool_fusable`) returns MaxPool2d(2) of the result, in the same pass
+    when the kernels apply."""
     if residual is not None and not _fits(residual, x):
-        return sn(norm(x, steps), steps) + residual
+        return _pooled(sn(norm(x, steps), steps) + residual, pool)
     if can_fuse(norm, sn, x, steps):
-        return sn.run_fused(x, steps, norm, residual)
+        return sn.run_fused(x, steps, norm, residual, pool=pool and _poolable(x))
     y = norm(x, steps)
-    if (residual is not None and steps is not None and steps != 1
-            and isinstance(sn, SpikingNeuron) and sn.can_fuse(y)
-            and not (_hooked(sn) or _global_hooks())):
-        return sn.run_fused(y, steps, None, residual)
+    if (residual is not None or pool) and steps is not None and steps != 1 \
+            and isinstance(sn, SpikingNeuron) and sn.can_fuse(y) \
+            and not (_hooked(sn) or _global_hooks()):
+        return sn.run_fused(y, steps, None, residual, pool=pool and _poolable(y))
     s = sn(y, steps)
-    return s if residual is None else s + residual
+    return _pooled(s if residual is None else s + residual, pool)
+
+
+def _poolable(x: torch.Tensor) -> bool:
+    return x.dim() == 4 and not torch.is_grad_enabled()
+
+
+def _pooled(x: torch.Tensor, pool: bool) -> torch.Tensor:
+    """MaxPool2d(2) where the fused pass did not pool (same values)."""
+    return F.max_pool2d(x, 2) if pool else x
+
+
+def pool_fusable(pool: nn.Module, steps: int | None) -> bool:
+    """Whether a stage's pool may be folded into its last block's final LIF pass: a chunk in
+    inference (no autograd: the backward needs the pool's indices) and an unhooked
+    MaxPool2d(2) (stride 2, no padding, floor mode)."""
+    return (steps is not None and steps > 1 and not torch.is_grad_enabled()
+            and type(pool) is nn.MaxPool2d and pool.kernel_size in (2, (2, 2))
+            and pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0))
+            and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
+            and not pool.return_indices and not _hooked(pool) and not _global_hooks())

@@ -22,7 +22,14 @@ from torch import nn
 
 from snnexp.config.schema import NEURON_KINDS, RESETS, SURROGATES, NeuronConfig, SurrogateConfig
 from snnexp.engine import native
-from snnexp.engine.functions import FusedBatchNormLIF, FusedLIF, LifSpec, conv_lif, fixed_affine_lif
+from snnexp.engine.functions import (
+    FusedBatchNormLIF,
+    FusedLIF,
+    LifSpec,
+    conv_lif,
+    fixed_affine_lif,
+    lif_pool,
+)
 from snnexp.errors import ConfigError
 
 # Width / slope used when ``surrogate.alpha`` is None. atan and sigmoid are SpikingJelly's own
@@ -194,16 +201,21 @@ class SpikingNeuron(StatefulModule):
         return out
 
     def run_fused(self, x: torch.Tensor, steps: int, norm: nn.BatchNorm2d | None = None,
-                  residual: torch.Tensor | None = None) -> torch.Tensor:
+                  residual: torch.Tensor | None = None, pool: bool = False) -> torch.Tensor:
         """Chunk through the native kernels, optionally with a per-step BatchNorm before.
 
         ``norm`` in training mode (batch statistics) is fused with its running-statistics
         update; in eval mode it must run without autograd and is folded into the neuron.
         With ``residual`` (x's shape, dtype and device) the result is spikes + residual.
+        ``pool`` (inference only: no autograd, ``norm`` None or with running statistics)
+        returns MaxPool2d(2) of that result, computed in the same pass.
         """
         spec = self.lif_spec()
         v0 = self._membrane(x.shape[0], steps, x.shape[1:])
-        if norm is None:
+        if pool:
+            scale, shift = norm.folded_affine() if norm is not None else (None, None)
+            out, v_new = lif_pool(x, steps, v0, spec, scale, shift, residual)
+        elif norm is None:
             out, v_new = FusedLIF.apply(x, v0, steps, spec, residual)
         elif norm.training or not norm.track_running_stats:
             out, v_new, mean, var = FusedBatchNormLIF.apply(x, norm.weight, norm.bias, v0, steps,
