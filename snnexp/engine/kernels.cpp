@@ -89,6 +89,17 @@ inline void prefetch_next(const T* p, int64_t n) {
   for (int64_t b = 0; b < int64_t(sizeof(T)) * n; b += 64) __builtin_prefetch(c + b, 0, 3);
 }
 
+// One LIF step of the header's neuron: charge h from membrane v and input y, fire s = h >= thr,
+// reset v; returns s and leaves h in h_out (the backward recomputes it).
+template <typename T, bool HARD>
+inline T lif_step(T& v, T y, T tau, T thr, T vr, T& h_out) {
+  const T h = v + (y - (v - vr)) / tau;
+  const T s = h >= thr ? T(1) : T(0);
+  v = HARD ? s * vr + (T(1) - s) * h : h - s * thr;
+  h_out = h;
+  return s;
+}
+
 // Coefficient of element i of a tile: a row (channels_last) or a scalar (NCHW).
 template <typename T, bool CL>
 struct Coef {
@@ -194,9 +205,8 @@ void fwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_
       if (!scale) {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
-          T h = v[i] + (xk[i] - (v[i] - vr)) / tau;
-          T s = h >= thr ? T(1) : T(0);
-          v[i] = HARD ? s * vr + (T(1) - s) * h : h - s * thr;
+          T h;
+          const T s = lif_step<T, HARD>(v[i], xk[i], tau, thr, vr, h);
           if constexpr (RES) ok[i] = s + rk[i];
           else ok[i] = s;
         }
@@ -211,9 +221,8 @@ void fwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
           T y = xk[i] * a[i] + b[i];
-          T h = v[i] + (y - (v[i] - vr)) / tau;
-          T s = h >= thr ? T(1) : T(0);
-          v[i] = HARD ? s * vr + (T(1) - s) * h : h - s * thr;
+          T h;
+          const T s = lif_step<T, HARD>(v[i], y, tau, thr, vr, h);
           if constexpr (RES) ok[i] = s + rk[i];
           else ok[i] = s;
         }
@@ -273,10 +282,7 @@ void bwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, const
         if (!scale) {
 #pragma omp simd
           for (int64_t i = 0; i < n; ++i) {
-            T h = v[i] + (xk[i] - (v[i] - vr)) / tau;
-            T s = h >= thr ? T(1) : T(0);
-            v[i] = HARD ? s * vr + (T(1) - s) * h : h - s * thr;
-            hk[i] = h;
+            lif_step<T, HARD>(v[i], xk[i], tau, thr, vr, hk[i]);
           }
           continue;
         }
@@ -284,11 +290,7 @@ void bwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, const
         auto b = coef<T, CL>(eh, shift, g, k, c);
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
-          T y = xk[i] * a[i] + b[i];
-          T h = v[i] + (y - (v[i] - vr)) / tau;
-          T s = h >= thr ? T(1) : T(0);
-          v[i] = HARD ? s * vr + (T(1) - s) * h : h - s * thr;
-          hk[i] = h;
+          lif_step<T, HARD>(v[i], xk[i] * a[i] + b[i], tau, thr, vr, hk[i]);
         }
       }
       for (int64_t i = 0; i < n; ++i) cr[i] = gvk ? gvk[off + i] : T(0);
@@ -446,11 +448,8 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
           T* so = STREAM ? sp : o;
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) {
-            T y = a[c] * scale[c] + shift[c];
-            T hv = v[c] + (y - (v[c] - vr)) / tau;
-            T s = hv >= thr ? T(1) : T(0);
-            v[c] = HARD ? s * vr + (T(1) - s) * hv : hv - s * thr;
-            so[c] = s;
+            T hv;
+            so[c] = lif_step<T, HARD>(v[c], a[c] * scale[c] + shift[c], tau, thr, vr, hv);
           }
 #ifdef __AVX512F__
           // the spikes bypass the cache (no read-for-ownership of lines written in full)
@@ -459,11 +458,9 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
 #endif
         } else {
           for (int64_t c = 0; c < C; ++c) {
-            T y = a[c] * scale[c] + shift[c];
-            T hv = v[c] + (y - (v[c] - vr)) / tau;
-            T s = hv >= thr ? T(1) : T(0);
-            v[c] = HARD ? s * vr + (T(1) - s) * hv : hv - s * thr;
-            out[at(n, c, h, w)] = s;
+            T hv;
+            out[at(n, c, h, w)] = lif_step<T, HARD>(v[c], a[c] * scale[c] + shift[c], tau, thr,
+                                                    vr, hv);
           }
         }
       }
@@ -524,9 +521,8 @@ void fwd_pool_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, 
 #pragma omp simd
       for (int64_t i = 0; i < nv; ++i) {
         const T y = a ? xk[i] * a[i] + bsh[i] : xk[i];
-        const T h = v[i] + (y - (v[i] - vr)) / tau;
-        const T s = h >= thr ? T(1) : T(0);
-        v[i] = HARD ? s * vr + (T(1) - s) * h : h - s * thr;
+        T h;
+        const T s = lif_step<T, HARD>(v[i], y, tau, thr, vr, h);
         if constexpr (RES) val[i] = s + rk[i];
         else val[i] = s;
       }
