@@ -35,6 +35,22 @@ TINY = [
 ]
 
 
+@pytest.fixture
+def kernel_calls(monkeypatch) -> list[str]:
+    """Names of the native kernels called while the test runs (a spy on ``native.run``)."""
+    from snnexp.engine import native
+
+    calls: list[str] = []
+    original = native.run
+
+    def spy(name, *args, **kw):
+        calls.append(name)
+        return original(name, *args, **kw)
+
+    monkeypatch.setattr(native, "run", spy)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Tiny tensors: one intra-op thread is as fast and immune to busy-CPU stalls."""

@@ -235,11 +235,10 @@ def test_fused_stem_matches_unfused_float64(c_out: int, neuron: dict, layout: st
     torch.testing.assert_close(v, v_ref, rtol=0, atol=1e-12)
 
 
-def test_fused_stem_float32_and_network_use() -> None:
+def test_fused_stem_float32_and_network_use(kernel_calls: list[str]) -> None:
     """float32 at a larger size: the fused stem agrees with the unfused path up to rounding (a
     few borderline spikes at most); the network takes it in inference only."""
     from snnexp.config.schema import ModelConfig
-    from snnexp.engine import functions
     from snnexp.models import build_network
 
     stem = _stem(16, torch.float32)
@@ -253,48 +252,17 @@ def test_fused_stem_float32_and_network_use() -> None:
     torch.testing.assert_close(v[same], v_ref[same], atol=1e-4, rtol=1e-4)
 
     net = build_network(ModelConfig(hidden=16), NormConfig(kind="bn"), (2, 40, 48))
-    calls: list[str] = []
-    original = functions.native.run
-
-    def spy(name, *args, **kw):
-        calls.append(name)
-        return original(name, *args, **kw)
-
-    functions.native.run = spy
-    try:
-        x = torch.poisson(torch.full((K, 2, 2, 40, 48), 0.5))
-        net.eval()
-        with torch.no_grad():
-            net(x)
-        assert calls.count("conv_lif") == 1
-        calls.clear()
-        net.reset_state()
-        net.train()
-        net(x).sum().backward()  # training: the conv output is needed for the backward
-        assert "conv_lif" not in calls
-    finally:
-        functions.native.run = original
-
-
-def test_build_without_openmp_gives_the_same_results(tmp_path, monkeypatch) -> None:
-    """A compiler without OpenMP (e.g. Apple clang) gets the serial build of the same kernels:
-    it loads, and a chunk split over two parts gives the OpenMP build's result bit for bit."""
-    import ctypes
-
-    from snnexp.engine import functions
-
-    monkeypatch.setenv("SNNEXP_KERNEL_CACHE", str(tmp_path))
-    serial = ctypes.CDLL(str(native._build(native._compiler(), native.FLAGS_NO_OPENMP)))
-    native._declare(serial)
-    norm, sn = _modules(torch.float32)
-    norm.eval()
-    x = torch.randn(K * B, C, 64, 64).contiguous(memory_format=torch.channels_last)
+    x = torch.poisson(torch.full((K, 2, 2, 40, 48), 0.5))
+    kernel_calls.clear()  # count the network's calls only
+    net.eval()
     with torch.no_grad():
-        want = functions.fixed_affine_lif(x, K, 0.0, sn.lif_spec(), *norm.folded_affine())
-        monkeypatch.setattr(native, "_lib", serial)
-        got = functions.fixed_affine_lif(x, K, 0.0, sn.lif_spec(), *norm.folded_affine())
-    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
-    torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+        net(x)
+    assert kernel_calls.count("conv_lif") == 1
+    kernel_calls.clear()
+    net.reset_state()
+    net.train()
+    net(x).sum().backward()  # training: the conv output is needed for the backward
+    assert "conv_lif" not in kernel_calls
 
 
 # ------------------------------------------------------------------ pool folded into the last LIF
@@ -338,35 +306,22 @@ def _eval_chunks(net, frames: torch.Tensor, fold_pools: bool):
 @pytest.mark.parametrize(("block", "norm", "reset"), [("sew", "bn", "soft"), ("sew", "bn", "hard"),
                                                       ("plain", "bn", "soft"),
                                                       ("sew", "rms", "soft")])
-def test_pool_folded_into_lif_matches_separate_pool_float64(block: str, norm: str,
-                                                            reset: str) -> None:
+def test_pool_folded_into_lif_matches_separate_pool_float64(block: str, norm: str, reset: str,
+                                                            kernel_calls: list[str]) -> None:
     """Inference with MaxPool2d(2) folded into the block's last LIF pass gives the predictions
     and every membrane of the separate pool (odd feature maps: floor mode), and runs the
     folded kernel; training never folds it (the backward needs the pool's indices)."""
-    from snnexp.engine import functions
-
     net = _pool_net(block, norm, reset)
     frames = torch.poisson(torch.full((2 * K, 2, 2, 27, 35), 0.7, dtype=torch.float64))
-    calls: list[str] = []
-    original = functions.native.run
-
-    def spy(name, *args, **kw):
-        calls.append(name)
-        return original(name, *args, **kw)
-
-    functions.native.run = spy
-    try:
-        out, states = _eval_chunks(net, frames, fold_pools=True)
-        folded = calls.count("fwd_pool")
-        ref, ref_states = _eval_chunks(net, frames, fold_pools=False)
-        assert calls.count("fwd_pool") == folded
-        calls.clear()
-        net.train()
-        net.reset_state()
-        net(frames[: K]).sum().backward()
-        assert "fwd_pool" not in calls
-    finally:
-        functions.native.run = original
+    out, states = _eval_chunks(net, frames, fold_pools=True)
+    folded = kernel_calls.count("fwd_pool")
+    ref, ref_states = _eval_chunks(net, frames, fold_pools=False)
+    assert kernel_calls.count("fwd_pool") == folded
+    kernel_calls.clear()
+    net.train()
+    net.reset_state()
+    net(frames[: K]).sum().backward()
+    assert "fwd_pool" not in kernel_calls
     assert folded == 2 * 2  # both stages' pools, both chunks
     spikes = [v for v in states if v.dim() == 4]
     assert any(0.0 < float((v > 0).float().mean()) for v in spikes)
