@@ -47,6 +47,13 @@ def _dv() -> Any:
 
 
 # ----------------------------------------------------------------------------- containers
+def _as_rows(key: Any) -> Any:
+    """An integer index as a one-row slice, so that indexing keeps the arrays 1-D."""
+    if isinstance(key, (int, np.integer)):
+        return slice(key, key + 1 if key != -1 else None)
+    return key
+
+
 @dataclass(eq=False)
 class Events:
     """Events as four equally long arrays: t (int64 us), x, y (uint16), p (uint8, 1 = ON)."""
@@ -73,8 +80,7 @@ class Events:
         return len(self.t)
 
     def __getitem__(self, key: Any) -> Events:
-        if isinstance(key, (int, np.integer)):
-            key = slice(key, key + 1 if key != -1 else None)
+        key = _as_rows(key)
         return Events(self.t[key], self.x[key], self.y[key], self.p[key])
 
     def __repr__(self) -> str:
@@ -141,8 +147,7 @@ class ImuSamples:
         return len(self.t)
 
     def __getitem__(self, key: Any) -> ImuSamples:
-        if isinstance(key, (int, np.integer)):
-            key = slice(key, key + 1 if key != -1 else None)
+        key = _as_rows(key)
         return ImuSamples(self.t[key], self.acc[key], self.gyro[key])
 
     def __repr__(self) -> str:

@@ -90,9 +90,10 @@ def batch_stats(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, torch.Tenso
 Membrane = torch.Tensor | float  # initial membrane: a tensor, or one value for all neurons
 
 
-def _v0(v0: Membrane | None, g: Geometry) -> tuple[torch.Tensor | None, float]:
+def _v0(v0: Membrane | None, fmt: torch.memory_format) -> tuple[torch.Tensor | None, float]:
+    """The kernels' initial-membrane arguments: (a tensor in ``fmt``, or None; the one value)."""
     if isinstance(v0, torch.Tensor):
-        return _layout(v0, g), 0.0
+        return (v0.contiguous(memory_format=fmt) if v0.dim() == 4 else v0.contiguous()), 0.0
     return None, float(v0 or 0.0)
 
 
@@ -104,7 +105,7 @@ def forward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | No
     With ``residual`` (x's shape; LIF only) out is spikes + residual (the SEW ADD combine)."""
     out = torch.empty_like(x)
     res = _layout(residual, g) if residual is not None and lif is not None else None
-    v_in, v0s = _v0(v0, g)
+    v_in, v0s = _v0(v0, g.memory_format)
     v = torch.empty_like(x[: x.shape[0] // g.steps]) if lif is not None else None
     tau, thr, vr, hard = lif.args() if lif is not None else (2.0, 1.0, 0.0, 0)
     native.run("fwd", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
@@ -125,7 +126,7 @@ def backward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | N
     sum(gy * (x - mean)) (if ``mean`` is given)."""
     grad_out = torch.zeros_like(x) if grad_out is None else _layout(grad_out, g)
     gy = torch.empty_like(x)
-    v_in, v0s = _v0(v0, g)
+    v_in, v0s = _v0(v0, g.memory_format)
     gv0 = (torch.empty_like(x[: x.shape[0] // g.steps])
            if lif is not None and need_gv0 else None)
     grad_v = _layout(grad_v, g) if grad_v is not None and lif is not None else None
@@ -261,8 +262,7 @@ def conv_lif(x: torch.Tensor, weight: torch.Tensor, steps: int, v0: Membrane | N
     sh = shift.detach().to(x.dtype).contiguous()
     out = torch.empty((n, c, h, w), dtype=x.dtype, memory_format=fmt)
     v = torch.empty((batch, c, h, w), dtype=x.dtype, memory_format=fmt)
-    v_in = v0.contiguous(memory_format=fmt) if isinstance(v0, torch.Tensor) else None
-    v0s = 0.0 if isinstance(v0, torch.Tensor) else float(v0 or 0.0)
+    v_in, v0s = _v0(v0, fmt)
     tau, thr, vr, hard = lif.args()
     native.run("conv_lif", x.dtype, batch * h, out.numel(), lambda i, u0, u1: (
         x.data_ptr(), *x.stride(), wt.data_ptr(), sc.data_ptr(), sh.data_ptr(),
@@ -288,8 +288,7 @@ def lif_pool(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec,
     sh = shift.detach().to(x.dtype).contiguous() if shift is not None else None
     out = torch.empty((n, c, h // 2, w // 2), dtype=x.dtype, memory_format=cl)
     v = torch.empty((batch, c, h, w), dtype=x.dtype, memory_format=cl)
-    v_in = v0.contiguous(memory_format=cl) if isinstance(v0, torch.Tensor) else None
-    v0s = 0.0 if isinstance(v0, torch.Tensor) else float(v0 or 0.0)
+    v_in, v0s = _v0(v0, cl)
     tau, thr, vr, hard = lif.args()
     native.run("fwd_pool", x.dtype, batch * ((h + 1) // 2), x.numel(), lambda i, u0, u1: (
         x.data_ptr(), native.ptr(sc), native.ptr(sh), native.ptr(v_in), v0s, v.data_ptr(),

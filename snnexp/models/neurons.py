@@ -73,32 +73,38 @@ class _FastSigmoidSpike(_HeavisideSpike):
         return grad / (1.0 + ctx.alpha * x.abs()).square(), None
 
 
-class Triangular(nn.Module):
+class _AlphaSpike(nn.Module):
+    """A spike function module over one of the autograd functions above, with its ``alpha``."""
+
+    function: type[_HeavisideSpike]
+
+    def __init__(self, alpha: float) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.function.apply(x, self.alpha)
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}"
+
+
+class Triangular(_AlphaSpike):
     """Spike function with a piecewise-linear (triangular) surrogate of half-width ``alpha``."""
 
+    function = _TriangularSpike
+
     def __init__(self, alpha: float = 1.0) -> None:
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _TriangularSpike.apply(x, self.alpha)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        super().__init__(alpha)
 
 
-class FastSigmoid(nn.Module):
+class FastSigmoid(_AlphaSpike):
     """Spike function with the fast-sigmoid surrogate 1 / (1 + alpha |x|)^2 of slope ``alpha``."""
 
+    function = _FastSigmoidSpike
+
     def __init__(self, alpha: float = 10.0) -> None:
-        super().__init__()
-        self.alpha = float(alpha)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _FastSigmoidSpike.apply(x, self.alpha)
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}"
+        super().__init__(alpha)
 
 
 def make_surrogate(cfg: SurrogateConfig, key: str = "model.neuron.surrogate") -> nn.Module:
