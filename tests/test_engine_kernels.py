@@ -265,6 +265,27 @@ def test_fused_stem_float32_and_network_use(kernel_calls: list[str]) -> None:
     assert "conv_lif" not in kernel_calls
 
 
+def test_build_without_openmp_gives_the_same_results(tmp_path, monkeypatch) -> None:
+    """A compiler without OpenMP (e.g. Apple clang) gets the serial build of the same kernels:
+    it loads, and a chunk split over two parts gives the OpenMP build's result bit for bit."""
+    import ctypes
+
+    from snnexp.engine import functions
+
+    monkeypatch.setenv("SNNEXP_KERNEL_CACHE", str(tmp_path))
+    serial = ctypes.CDLL(str(native._build(native._compiler(), native.FLAGS_NO_OPENMP)))
+    native._declare(serial)
+    norm, sn = _modules(torch.float32)
+    norm.eval()
+    x = torch.randn(K * B, C, 64, 64).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        want = functions.fixed_affine_lif(x, K, 0.0, sn.lif_spec(), *norm.folded_affine())
+        monkeypatch.setattr(native, "_lib", serial)
+        got = functions.fixed_affine_lif(x, K, 0.0, sn.lif_spec(), *norm.folded_affine())
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
+
+
 # ------------------------------------------------------------------ pool folded into the last LIF
 def _pool_net(block: str, norm: str, reset: str = "soft"):
     from snnexp.config.schema import ModelConfig, StageConfig
