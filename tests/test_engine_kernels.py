@@ -308,12 +308,12 @@ def _pool_net(block: str, norm: str, reset: str = "soft"):
     return net.eval()
 
 
-def _eval_chunks(net, frames: torch.Tensor, fold_pools: bool):
-    """Predictions over two chunks; ``fold_pools=False`` hooks the pools (a hook keeps a module
-    observable, so the pool then runs as its own module after the block)."""
-    handles = [] if fold_pools else [m.register_forward_hook(lambda *a: None)
-                                     for m in net.modules()
-                                     if isinstance(m, torch.nn.MaxPool2d)]
+def _eval_chunks(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
+    """Predictions and membranes over two chunks. Modules of the ``hooked`` types get a no-op
+    forward hook, which keeps them observable, so they run as their own modules (a hooked pool
+    after the block, a hooked conv as PyTorch's dense convolution)."""
+    handles = [m.register_forward_hook(lambda *a: None) for m in net.modules()
+               if isinstance(m, hooked)] if hooked else []
     net.reset_state()
     try:
         with torch.no_grad():
@@ -334,9 +334,9 @@ def test_pool_folded_into_lif_matches_separate_pool_float64(block: str, norm: st
     folded kernel; training never folds it (the backward needs the pool's indices)."""
     net = _pool_net(block, norm, reset)
     frames = torch.poisson(torch.full((2 * K, 2, 2, 27, 35), 0.7, dtype=torch.float64))
-    out, states = _eval_chunks(net, frames, fold_pools=True)
+    out, states = _eval_chunks(net, frames)
     folded = kernel_calls.count("fwd_pool")
-    ref, ref_states = _eval_chunks(net, frames, fold_pools=False)
+    ref, ref_states = _eval_chunks(net, frames, hooked=(torch.nn.MaxPool2d,))
     assert kernel_calls.count("fwd_pool") == folded
     kernel_calls.clear()
     net.train()
@@ -349,3 +349,95 @@ def test_pool_folded_into_lif_matches_separate_pool_float64(block: str, norm: st
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     for v, w in zip(states, ref_states):
         torch.testing.assert_close(v, w, rtol=0, atol=0)
+
+
+# (Cin, C, kernel, stride, input size): the reference's stage-0 convs (stride 2 and 1), its
+# 24- and 32-channel stages, a partial channel group with a generic width, a 1x1 shortcut
+SPIKE_CONVS = [(16, 16, 3, 2, (27, 35)), (16, 16, 3, 1, (14, 18)), (24, 24, 3, 1, (9, 11)),
+               (32, 32, 3, 1, (7, 9)), (13, 9, 3, 2, (10, 13)), (16, 16, 1, 2, (11, 13))]
+
+
+def _spikes(n: int, c: int, size: tuple[int, int], dtype: torch.dtype, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.rand(n, c, *size, generator=g) < 0.3).to(dtype)
+    x[0] = 1.0  # every channel active
+    x[1] = 0.0  # silent
+    return x
+
+
+@pytest.mark.parametrize(("cin", "c", "k", "stride", "size"), SPIKE_CONVS,
+                         ids=["16-s2", "16-s1", "24", "32", "13to9", "1x1"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_spike_conv_matches_dense_conv(cin: int, c: int, k: int, stride: int,
+                                       size: tuple[int, int], layout: str,
+                                       dtype: torch.dtype) -> None:
+    """The table-lookup convolution of spikes equals PyTorch's convolution (float64 to
+    rounding; float32 to its rounding of another summation order) and keeps the layout."""
+    from snnexp.engine.functions import spike_conv
+
+    x = _spikes(6, cin, size, dtype)
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = x.contiguous(memory_format=fmt)
+    w = torch.randn(c, cin, k, k, generator=torch.Generator().manual_seed(1), dtype=dtype)
+    out = spike_conv(x, w, stride, k // 2)
+    ref = torch.nn.functional.conv2d(x, w, stride=stride, padding=k // 2)
+    assert out is not None and out.is_contiguous(memory_format=fmt)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("value", [2.0, 0.5, -1.0, float("nan")])
+def test_spike_conv_leaves_other_inputs_to_the_dense_conv(value: float) -> None:
+    """A value other than 0 / 1 anywhere (e.g. a SEW ADD output of 2) is detected: the kernel
+    declines, and the network's conv gives PyTorch's result."""
+    from snnexp.engine.functions import spike_conv
+    from snnexp.models.fusion import conv_chunk
+
+    x = _spikes(4, 16, (12, 15), torch.float32).contiguous(memory_format=torch.channels_last)
+    x[3, 5, 11, 14] = value  # the last pixel of the last frame
+    conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+    assert spike_conv(x, conv.weight.detach(), 1, 1) is None
+    with torch.no_grad():
+        torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=0,
+                                   equal_nan=True)
+
+
+def test_spike_conv_follows_weight_changes() -> None:
+    """The lookup tables kept on a conv are rebuilt when its weight changes (an optimizer step,
+    load_state_dict, an edit through .data)."""
+    from snnexp.models.fusion import conv_chunk
+
+    conv = torch.nn.Conv2d(16, 8, 3, padding=1, bias=False).double()
+    x = _spikes(4, 16, (9, 10), torch.float64)
+    with torch.no_grad():
+        torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=1e-12)
+        conv.weight.data.mul_(-0.5)
+        torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=1e-12)
+        conv.load_state_dict({"weight": torch.randn_like(conv.weight)})
+        torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("block", ["sew", "plain", "spiking"])
+def test_spike_conv_in_the_network_matches_dense_float64(block: str,
+                                                         kernel_calls: list[str]) -> None:
+    """Inference with the blocks' conv3x3 layers as table lookups gives the predictions and
+    every membrane of PyTorch's dense convolutions (float64), and training never uses them
+    (the convolution's backward needs PyTorch's op)."""
+    net = _pool_net(block, "bn")
+    frames = torch.poisson(torch.full((2 * K, 2, 2, 27, 35), 0.7, dtype=torch.float64))
+    out, states = _eval_chunks(net, frames)
+    lookups = kernel_calls.count("spike_conv")
+    ref, ref_states = _eval_chunks(net, frames, hooked=(torch.nn.Conv2d,))
+    assert kernel_calls.count("spike_conv") == lookups  # hooked convs ran dense
+    assert lookups >= 2 * 3  # per chunk at least stage 0's two convs and stage 1's second
+    spikes = [v for v in states if v.dim() == 4]
+    assert any(0.0 < float((v > 0).float().mean()) for v in spikes)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    for v, w in zip(states, ref_states):
+        torch.testing.assert_close(v, w, rtol=0, atol=1e-12)
+    kernel_calls.clear()
+    net.train()
+    net.reset_state()
+    net(frames[:K]).sum().backward()
+    assert "spike_conv" not in kernel_calls

@@ -24,6 +24,7 @@
 #include <omp.h>
 #endif
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -488,6 +489,176 @@ void conv_lif_c(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
 #undef SNN_CONV
 }
 
+// ---------------------------------------------------------------------------------- spike conv
+// Inference convolution of a binary (spike) input by table lookup. With x in {0, 1}, a pixel's
+// contribution through tap t is the sum of the weight vectors w[t][c][:] over its active
+// channels c. Channels are taken in groups of 8 and tab[t][g][m][:] holds, for each 8-bit
+// pattern m, the sum of group g's weight vectors of tap t (built by the caller), so an output
+// pixel costs at most taps * groups vector additions (9 * 2 for a 3x3 conv of 16 channels)
+// instead of taps * Cin multiply-adds, at any spike density (silent groups are skipped).
+// The input is read through its strides; the output is channels_last [N, Ho, Wo, C]. Units
+// are output rows (n, oy); the bit masks of the k input rows an output row reads are kept in
+// k slots (row iy in slot iy % k), so each input row is scanned once per run of rows. An input
+// value other than 0 or 1 (or NaN) sets *bad: the caller then runs a dense convolution.
+template <typename T>
+inline bool row_masks(const T* row, int64_t sc, int64_t sw, int64_t Cin, int64_t W, int64_t G,
+                      uint8_t* m) {
+  bool bad = false;
+#ifdef __AVX512F__
+  if (sc == 1) {  // channels_last: 16 (float) or 8 (double) channels per compare
+    constexpr int L = 64 / sizeof(T);
+    for (int64_t ix = 0; ix < W; ++ix) {
+      const T* px = row + ix * sw;
+      uint8_t* mp = m + ix * G;
+      for (int64_t c = 0; c < Cin; c += L) {
+        const int64_t n = Cin - c < L ? Cin - c : L;
+        const unsigned lanes = n == L ? (L == 16 ? 0xFFFFu : 0xFFu) : (1u << n) - 1;
+        unsigned nz, ne1;
+        if constexpr (sizeof(T) == 4) {
+          const __m512 v = _mm512_maskz_loadu_ps(__mmask16(lanes), px + c);
+          nz = _mm512_mask_cmp_ps_mask(__mmask16(lanes), v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+          ne1 = _mm512_mask_cmp_ps_mask(__mmask16(lanes), v, _mm512_set1_ps(1.f), _CMP_NEQ_UQ);
+        } else {
+          const __m512d v = _mm512_maskz_loadu_pd(__mmask8(lanes), px + c);
+          nz = _mm512_mask_cmp_pd_mask(__mmask8(lanes), v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+          ne1 = _mm512_mask_cmp_pd_mask(__mmask8(lanes), v, _mm512_set1_pd(1.0), _CMP_NEQ_UQ);
+        }
+        bad |= (nz & ne1) != 0;
+        for (int64_t g = c / 8; g * 8 < c + n; ++g) mp[g] = uint8_t(nz >> (g * 8 - c));
+      }
+    }
+    return bad;
+  }
+#endif
+  for (int64_t ix = 0; ix < W; ++ix) {
+    const T* px = row + ix * sw;
+    for (int64_t g = 0; g < G; ++g) {
+      unsigned bits = 0;
+      for (int64_t j = 0; j < 8 && g * 8 + j < Cin; ++j) {
+        const T v = px[(g * 8 + j) * sc];
+        bits |= unsigned(v != T(0)) << j;
+        bad |= (v != T(0)) && (v != T(1));
+      }
+      m[ix * G + g] = uint8_t(bits);
+    }
+  }
+  return bad;
+}
+
+template <typename T, int CT, int KT, int GT>
+void spike_conv_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* tab,
+                  T* out, int64_t Cin, int64_t C_rt, int64_t H, int64_t W, int64_t k_rt,
+                  int64_t s, int64_t pad, int64_t Ho, int64_t Wo, int* bad, int64_t u0,
+                  int64_t u1) {
+  // compile-time sizes (CT channels, KT x KT taps, GT groups): the sums stay in registers
+  const int64_t C = CT > 0 ? CT : C_rt;
+  const int64_t k = KT > 0 ? KT : k_rt;
+  const int64_t G = GT > 0 ? GT : (Cin + 7) / 8;
+  // A 1x1 conv reads every s-th column only; masks are stored with `pad` zero columns on
+  // each side (entry 0 of every table is 0), so the tap loops need no bounds checks.
+  const int64_t cs = k == 1 ? s : 1, Wm = (W + cs - 1) / cs, Wp = Wm + 2 * pad;
+  std::vector<uint8_t> masks((k + 1) * Wp * G, 0);  // k row slots + one zero row
+  uint8_t* zero_row = masks.data() + k * Wp * G;
+  std::vector<int64_t> held(k, -1);  // the row a slot holds, as n * H + iy
+  std::vector<T> acc_v(CT > 0 ? 1 : k * C);
+  const int64_t step = (k == 1 ? 1 : s) * G;  // mask entries between output columns
+  const int64_t tap_stride = G * 256 * C;
+  bool nonbinary = false;
+  for (int64_t u = u0; u < u1; ++u) {
+    if (nonbinary || __atomic_load_n(bad, __ATOMIC_RELAXED)) break;  // the result is dropped
+    const int64_t n = u / Ho, oy = u % Ho;
+    const uint8_t* rows[8];  // k <= 7 (checked by the caller)
+    for (int64_t r = 0; r < k; ++r) {
+      const int64_t iy = oy * s + r - pad;
+      if (iy < 0 || iy >= H) {
+        rows[r] = zero_row;
+        continue;
+      }
+      const int64_t slot = iy % k;
+      uint8_t* mr = masks.data() + slot * Wp * G;
+      rows[r] = mr;
+      if (held[slot] != n * H + iy) {
+        nonbinary |= row_masks<T>(x + n * sn + iy * sh, sc, sw * cs, Cin, Wm, G, mr + pad * G);
+        held[slot] = n * H + iy;
+      }
+    }
+    // The next output row's new input rows are fetched into the cache while this one sums
+    // (channels_last rows are contiguous runs the hardware prefetcher picks up too late).
+    const char* pf = nullptr;
+    int64_t pf_lines = 0, pf_per = 0;
+    if (sc == 1 && u + 1 < u1 && (u + 1) % Ho != 0) {
+      const int64_t first = std::max<int64_t>(oy * s + k - pad, 0);
+      const int64_t last = std::min<int64_t>((oy + 1) * s + k - 1 - pad, H - 1);
+      if (last >= first) {
+        pf = reinterpret_cast<const char*>(x + n * sn + first * sh);
+        pf_lines = ((last - first) * sh + W * sw) * int64_t(sizeof(T)) / 64;
+        pf_per = (pf_lines + Wo - 1) / Wo;
+      }
+    }
+    T* orow = out + u * Wo * C;
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      for (int64_t i = ox * pf_per; i < std::min(pf_lines, (ox + 1) * pf_per); ++i)
+        __builtin_prefetch(pf + i * 64);
+      T* o = orow + ox * C;
+      if constexpr (CT > 0 && KT > 0 && GT > 0) {
+        T acc[KT][CT];  // one sum per tap row: parallel add chains
+        for (int r = 0; r < KT; ++r) {
+          const uint8_t* mr = rows[r] + ox * step;
+          const T* e[KT * GT];
+          for (int d = 0; d < KT; ++d)
+            for (int g = 0; g < GT; ++g)
+              e[d * GT + g] = tab + (r * KT + d) * tap_stride + (g * 256 + mr[d * GT + g]) * CT;
+#pragma omp simd
+          for (int c = 0; c < CT; ++c) {
+            T sum = e[0][c];
+            for (int j = 1; j < KT * GT; ++j) sum += e[j][c];
+            acc[r][c] = sum;
+          }
+        }
+#pragma omp simd
+        for (int c = 0; c < CT; ++c) {
+          T sum = acc[0][c];
+          for (int r = 1; r < KT; ++r) sum += acc[r][c];
+          o[c] = sum;
+        }
+      } else {
+        T* a = acc_v.data();
+        for (int64_t r = 0; r < k; ++r) {
+          T* ar = a + r * C;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) ar[c] = T(0);
+          const uint8_t* mr = rows[r] + ox * step;
+          for (int64_t d = 0; d < k; ++d)
+            for (int64_t g = 0; g < G; ++g) {
+              const T* e = tab + (r * k + d) * tap_stride + (g * 256 + mr[d * G + g]) * C;
+#pragma omp simd
+              for (int64_t c = 0; c < C; ++c) ar[c] += e[c];
+            }
+        }
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) o[c] = a[c];
+        for (int64_t r = 1; r < k; ++r)
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) o[c] += a[r * C + c];
+      }
+    }
+  }
+  if (nonbinary) __atomic_store_n(bad, 1, __ATOMIC_RELAXED);
+}
+
+template <typename T, int CT, int GT>
+void spike_conv_k(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* tab,
+                  T* out, int64_t Cin, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s,
+                  int64_t pad, int64_t Ho, int64_t Wo, int* bad, int64_t u0, int64_t u1) {
+#define SNN_SPIKE_CONV(CT_, KT_, GT_)                                                             \
+  spike_conv_t<T, CT_, KT_, GT_>(x, sn, sc, sh, sw, tab, out, Cin, C, H, W, k, s, pad, Ho, Wo,   \
+                                 bad, u0, u1)
+  if (C == CT && (Cin + 7) / 8 == GT && k == 3) SNN_SPIKE_CONV(CT, 3, GT);
+  else if (C == CT && (Cin + 7) / 8 == GT && k == 1) SNN_SPIKE_CONV(CT, 1, GT);
+  else SNN_SPIKE_CONV(0, 0, 0);
+#undef SNN_SPIKE_CONV
+}
+
 // ---------------------------------------------------------------------------------- LIF + pool
 // Inference, channels_last: y = x * scale[c] + shift[c] (or x without scale), LIF, out =
 // spikes (+ res, the SEW ADD), then MaxPool2d(2) (stride 2, floor) written instead of the
@@ -735,4 +906,29 @@ SNN_EXPORT_CONV(double, f64)
 SNN_EXPORT_POOL(float, f32)
 SNN_EXPORT_POOL(double, f64)
 
-extern "C" int snn_abi_version() { return 6; }
+// Table-lookup convolution of a spike input (inference), units = output rows n * Ho + oy.
+#define SNN_EXPORT_SPIKE_CONV(T, SUF)                                                            \
+  extern "C" void snn_spike_conv_par_##SUF(                                                     \
+      const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* tab, T* out,         \
+      int64_t Cin, int64_t C, int64_t H, int64_t W, int64_t k, int64_t s, int64_t pad,          \
+      int64_t Ho, int64_t Wo, int* bad, int64_t units, int parts) {                             \
+    parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
+      if (C == 16)                                                                               \
+        spike_conv_k<T, 16, 2>(x, sn, sc, sh, sw, tab, out, Cin, C, H, W, k, s, pad, Ho, Wo, bad,  \
+                            u0, u1);                                                             \
+      else if (C == 24)                                                                          \
+        spike_conv_k<T, 24, 3>(x, sn, sc, sh, sw, tab, out, Cin, C, H, W, k, s, pad, Ho, Wo, bad,  \
+                            u0, u1);                                                             \
+      else if (C == 32)                                                                          \
+        spike_conv_k<T, 32, 4>(x, sn, sc, sh, sw, tab, out, Cin, C, H, W, k, s, pad, Ho, Wo, bad,  \
+                            u0, u1);                                                             \
+      else                                                                                       \
+        spike_conv_k<T, 0, 0>(x, sn, sc, sh, sw, tab, out, Cin, C, H, W, k, s, pad, Ho, Wo, bad,   \
+                           u0, u1);                                                              \
+    });                                                                                          \
+  }
+
+SNN_EXPORT_SPIKE_CONV(float, f32)
+SNN_EXPORT_SPIKE_CONV(double, f64)
+
+extern "C" int snn_abi_version() { return 7; }

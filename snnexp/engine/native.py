@@ -93,6 +93,9 @@ def _declare(lib: ctypes.CDLL) -> None:
         pool.argtypes = [p, p, p, p, f64, p, p, p, i64, i64, i64, i64, i64, f64, f64, f64, c_int,
                          i64, c_int]
         pool.restype = None
+        spike = getattr(lib, f"snn_spike_conv_par_{suf}")
+        spike.argtypes = [p, i64, i64, i64, i64, p, p, *([i64] * 9), p, i64, c_int]
+        spike.restype = None
 
 
 def lib() -> ctypes.CDLL | None:

@@ -13,7 +13,13 @@ from torch import nn
 from snnexp.config.schema import BLOCK_TYPES, CONNECT_FUNCTIONS, StageConfig
 from snnexp.errors import ConfigError
 from snnexp.models.factory import LayerFactory
-from snnexp.models.fusion import _global_hooks, can_fuse_conv, norm_neuron, pool_fusable
+from snnexp.models.fusion import (
+    _global_hooks,
+    can_fuse_conv,
+    conv_chunk,
+    norm_neuron,
+    pool_fusable,
+)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -35,7 +41,7 @@ class ConvNorm(nn.Module):
         self.norm = norm
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        return self.norm(self.conv(x), steps)
+        return self.norm(conv_chunk(self.conv, x, steps), steps)
 
 
 class ConvNormNeuron(ConvNorm):
@@ -61,7 +67,7 @@ class ConvNormNeuron(ConvNorm):
         if self.fuses_conv(x, steps):
             cl = x.dtype == torch.float32 if self.channels_last is None else self.channels_last
             return self.sn.run_conv_fused(self.conv, self.norm, x, steps, cl)
-        return norm_neuron(self.norm, self.sn, self.conv(x), steps)
+        return norm_neuron(self.norm, self.sn, conv_chunk(self.conv, x, steps), steps)
 
 
 class _TwoConvBlock(nn.Module):
@@ -79,7 +85,8 @@ class _TwoConvBlock(nn.Module):
 
     def _branch_conv(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
         """The residual branch up to its second conv (before norm2)."""
-        return self.conv2(norm_neuron(self.norm1, self.sn1, self.conv1(x), steps))
+        s = norm_neuron(self.norm1, self.sn1, conv_chunk(self.conv1, x, steps), steps)
+        return conv_chunk(self.conv2, s, steps)
 
     def _branch(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
         """The residual branch up to (not including) its last LIF."""

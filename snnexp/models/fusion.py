@@ -5,7 +5,8 @@ Blocks call :func:`norm_neuron` where a norm feeds a spiking neuron directly. A 
 BatchNorm followed by a LIF then runs as one native pass (training: batch statistics and the
 running-statistics update; inference without autograd: the BatchNorm folded into the neuron).
 In inference, a stem layer (conv3x3 of a few-channel input, eval BatchNorm, LIF) runs as one
-conv + LIF kernel that never writes the convolution's output (:func:`can_fuse_conv`).
+conv + LIF kernel that never writes the convolution's output (:func:`can_fuse_conv`), and a
+conv3x3 whose input is spikes sums table entries instead of multiplying (:func:`conv_chunk`).
 Otherwise, and whenever a hook watches either module (e.g. :class:`Monitors` recording norm
 statistics), the two modules run one after the other, so hooks see what they expect.
 """
@@ -17,6 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as nn_module
 
+from snnexp.engine import functions as kernels
+from snnexp.engine import native
 from snnexp.models.neurons import SpikingNeuron
 from snnexp.models.norms import BatchNorm2d
 
@@ -66,6 +69,49 @@ def can_fuse_conv(conv: nn.Module, norm: nn.Module, sn: nn.Module, x: torch.Tens
     if not (isinstance(sn, SpikingNeuron) and sn.can_fuse(x)):
         return False
     return not (_hooked(conv) or _hooked(norm) or _hooked(sn) or _global_hooks())
+
+
+def conv_chunk(conv: nn.Module, x: torch.Tensor, steps: int | None) -> torch.Tensor:
+    """``conv(x)``; in inference on a chunk, a conv3x3 whose input holds only 0 / 1 (spikes)
+    runs as the table-lookup kernel :func:`snnexp.engine.functions.spike_conv` (one table entry
+    per tap and group of 8 input channels instead of Cin multiply-adds; same sums, another
+    rounding order). An input with other values (e.g. a SEW ADD output, 0 / 1 / 2) is detected
+    by the kernel; the conv then runs dense, and does so directly from then on."""
+    if not _spike_conv_applies(conv, x, steps):
+        return conv(x)
+    out = kernels.spike_conv(x, conv.weight, conv.stride[0], conv.padding[0],
+                             tables=_spike_tables(conv, x.dtype))
+    if out is None:
+        conv._snn_dense_input = True  # not spikes: skip the check in later chunks
+        return conv(x)
+    return out
+
+
+def _spike_conv_applies(conv: nn.Module, x: torch.Tensor, steps: int | None) -> bool:
+    if steps is None or torch.is_grad_enabled() or x.dim() != 4:
+        return False
+    if not (type(conv) is nn.Conv2d and conv.kernel_size[0] == conv.kernel_size[1]
+            and conv.kernel_size[0] in kernels.SPIKE_CONV_KERNEL_SIZES
+            and conv.stride[0] == conv.stride[1] and conv.padding in ((1, 1),)
+            and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
+            and conv.padding_mode == "zeros" and conv.weight.dtype == x.dtype):
+        return False
+    if getattr(conv, "_snn_dense_input", False) or not native.supports(x):
+        return False
+    if kernels.spike_conv_table_bytes(conv.weight, x.dtype) > kernels.SPIKE_CONV_MAX_TABLE_BYTES:
+        return False
+    return not (_hooked(conv) or _global_hooks())
+
+
+def _spike_tables(conv: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """The conv's lookup tables, kept on the module with the weight they were built from and
+    rebuilt when the weight changed (a comparison of a few thousand values per chunk)."""
+    w = conv.weight.detach()
+    cached = getattr(conv, "_snn_spike_tables", None)
+    if cached is None or cached[0].dtype != dtype or not torch.equal(cached[1], w):
+        cached = (kernels.spike_conv_tables(w, dtype), w.clone())
+        conv._snn_spike_tables = cached
+    return cached[0]
 
 
 def _fits(residual: torch.Tensor, x: torch.Tensor) -> bool:
