@@ -418,12 +418,27 @@ def test_spike_conv_follows_weight_changes() -> None:
         torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=1e-12)
 
 
+def _grads(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
+    """Parameter gradients of one training chunk (hooked modules as in _eval_chunks)."""
+    handles = [m.register_forward_hook(lambda *a: None) for m in net.modules()
+               if isinstance(m, hooked)] if hooked else []
+    net.train()
+    net.reset_state()
+    net.zero_grad()
+    try:
+        net(frames).sum().backward()  # at init the output is 0: no square
+    finally:
+        for h in handles:
+            h.remove()
+    return [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+
 @pytest.mark.parametrize("block", ["sew", "plain", "spiking"])
 def test_spike_conv_in_the_network_matches_dense_float64(block: str,
                                                          kernel_calls: list[str]) -> None:
-    """Inference with the blocks' conv3x3 layers as table lookups gives the predictions and
-    every membrane of PyTorch's dense convolutions (float64), and training never uses them
-    (the convolution's backward needs PyTorch's op)."""
+    """The blocks' conv3x3 layers as table lookups give the predictions and every membrane of
+    PyTorch's dense convolutions in inference, and the same gradients in training (PyTorch's
+    convolution backward), in float64."""
     net = _pool_net(block, "bn")
     frames = torch.poisson(torch.full((2 * K, 2, 2, 27, 35), 0.7, dtype=torch.float64))
     out, states = _eval_chunks(net, frames)
@@ -436,8 +451,12 @@ def test_spike_conv_in_the_network_matches_dense_float64(block: str,
     torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
     for v, w in zip(states, ref_states):
         torch.testing.assert_close(v, w, rtol=0, atol=1e-12)
+
     kernel_calls.clear()
-    net.train()
-    net.reset_state()
-    net(frames[:K]).sum().backward()
-    assert "spike_conv" not in kernel_calls
+    grads = _grads(net, frames[:K])
+    assert kernel_calls.count("spike_conv") >= 3
+    ref_grads = _grads(net, frames[:K], hooked=(torch.nn.Conv2d,))
+    assert len(grads) == len(ref_grads) == len(list(net.parameters()))
+    assert all(float(g.abs().max()) > 0 for g in grads[:3])  # the stage-0 convs learn
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)

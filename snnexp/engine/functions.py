@@ -347,3 +347,31 @@ def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
         return None
     cl = torch.channels_last
     return out if x.is_contiguous(memory_format=cl) else out.contiguous()
+
+
+class SpikeConv(torch.autograd.Function):
+    """Training with :func:`spike_conv`: the forward by table lookup, the backward PyTorch's
+    convolution backward (input and weight gradients of the same convolution). A non-spike
+    input runs the dense convolution and appends False to ``status``."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, tables: torch.Tensor, stride: int,
+                padding: int, status: list[bool]) -> torch.Tensor:
+        with torch.no_grad():
+            out = spike_conv(x, weight, stride, padding, tables)
+            if out is None:
+                status.append(False)
+                out = torch.nn.functional.conv2d(x, weight, None, stride, padding)
+        ctx.save_for_backward(x, weight)
+        ctx.stride, ctx.padding = stride, padding
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        s, p = ctx.stride, ctx.padding
+        gx, gw, _ = torch.ops.aten.convolution_backward(
+            grad, x, weight, None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
+            [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
+        return gx, gw, None, None, None, None

@@ -72,15 +72,23 @@ def can_fuse_conv(conv: nn.Module, norm: nn.Module, sn: nn.Module, x: torch.Tens
 
 
 def conv_chunk(conv: nn.Module, x: torch.Tensor, steps: int | None) -> torch.Tensor:
-    """``conv(x)``; in inference on a chunk, a conv3x3 whose input holds only 0 / 1 (spikes)
-    runs as the table-lookup kernel :func:`snnexp.engine.functions.spike_conv` (one table entry
-    per tap and group of 8 input channels instead of Cin multiply-adds; same sums, another
-    rounding order). An input with other values (e.g. a SEW ADD output, 0 / 1 / 2) is detected
-    by the kernel; the conv then runs dense, and does so directly from then on."""
+    """``conv(x)``; on a chunk, a conv3x3 whose input holds only 0 / 1 (spikes) runs as the
+    table-lookup kernel :func:`snnexp.engine.functions.spike_conv` (one table entry per tap and
+    group of 8 input channels instead of Cin multiply-adds; same sums, another rounding order;
+    in training PyTorch's convolution backward gives the gradients). An input with other values
+    (e.g. a SEW ADD output, 0 / 1 / 2) is detected by the kernel; the conv then runs dense, and
+    does so directly from then on."""
     if not _spike_conv_applies(conv, x, steps):
         return conv(x)
-    out = kernels.spike_conv(x, conv.weight, conv.stride[0], conv.padding[0],
-                             tables=_spike_tables(conv, x.dtype))
+    tables = _spike_tables(conv, x.dtype)
+    stride, padding = conv.stride[0], conv.padding[0]
+    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
+        status: list[bool] = []
+        out = kernels.SpikeConv.apply(x, conv.weight, tables, stride, padding, status)
+        if status:
+            conv._snn_dense_input = True
+        return out
+    out = kernels.spike_conv(x, conv.weight, stride, padding, tables=tables)
     if out is None:
         conv._snn_dense_input = True  # not spikes: skip the check in later chunks
         return conv(x)
@@ -88,7 +96,7 @@ def conv_chunk(conv: nn.Module, x: torch.Tensor, steps: int | None) -> torch.Ten
 
 
 def _spike_conv_applies(conv: nn.Module, x: torch.Tensor, steps: int | None) -> bool:
-    if steps is None or torch.is_grad_enabled() or x.dim() != 4:
+    if steps is None or x.dim() != 4:
         return False
     if not (type(conv) is nn.Conv2d and conv.kernel_size[0] == conv.kernel_size[1]
             and conv.kernel_size[0] in kernels.SPIKE_CONV_KERNEL_SIZES
