@@ -545,6 +545,67 @@ inline bool row_masks(const T* row, int64_t sc, int64_t sw, int64_t Cin, int64_t
   return bad;
 }
 
+// The bit masks of the k input rows an output row reads, in k slots (row iy in slot iy % k, so
+// a run of output rows scans each input row once), each with `pad` zero columns on both sides
+// (entry 0 of every table is 0: the tap loops need no bounds checks); out-of-range rows read a
+// zero row. A 1x1 conv reads every s-th column only (cs = s).
+template <typename T>
+struct MaskRows {
+  const T* x;
+  int64_t sn, sc, sh, sw, Cin, H, W, k, s, pad, G, cs, Wm, Wp;
+  std::vector<uint8_t> masks;
+  std::vector<int64_t> held;  // the row a slot holds, as n * H + iy
+  const uint8_t* rows[8];     // k <= 7 (checked by the caller)
+
+  MaskRows(const T* x_, int64_t sn_, int64_t sc_, int64_t sh_, int64_t sw_, int64_t Cin_,
+           int64_t H_, int64_t W_, int64_t k_, int64_t s_, int64_t pad_, int64_t G_)
+      : x(x_), sn(sn_), sc(sc_), sh(sh_), sw(sw_), Cin(Cin_), H(H_), W(W_), k(k_), s(s_),
+        pad(pad_), G(G_), cs(k_ == 1 ? s_ : 1), Wm((W_ + cs - 1) / cs), Wp(Wm + 2 * pad_),
+        masks((k_ + 1) * Wp * G_, 0), held(k_, -1) {}
+
+  // Points rows[0..k) at output row (n, oy)'s input rows; true if a new row held a non-spike.
+  bool load(int64_t n, int64_t oy) {
+    bool bad = false;
+    for (int64_t r = 0; r < k; ++r) {
+      const int64_t iy = oy * s + r - pad;
+      if (iy < 0 || iy >= H) {
+        rows[r] = masks.data() + k * Wp * G;  // the zero row
+        continue;
+      }
+      const int64_t slot = iy % k;
+      uint8_t* mr = masks.data() + slot * Wp * G;
+      rows[r] = mr;
+      if (held[slot] != n * H + iy) {
+        bad |= row_masks<T>(x + n * sn + iy * sh, sc, sw * cs, Cin, Wm, G, mr + pad * G);
+        held[slot] = n * H + iy;
+      }
+    }
+    return bad;
+  }
+
+  // Mask entries between output columns.
+  int64_t step() const { return (k == 1 ? 1 : s) * G; }
+
+  // Plans prefetches of the new input rows of output row (n, oy + 1), spread over `parts`
+  // calls of prefetch(part) while row oy is summed (channels_last rows are contiguous runs that
+  // the hardware prefetcher picks up late).
+  const char* pf = nullptr;
+  int64_t pf_lines = 0, pf_per = 0;
+  void plan_prefetch(int64_t n, int64_t oy, int64_t parts) {
+    pf_lines = 0;
+    const int64_t first = std::max<int64_t>(oy * s + k - pad, 0);
+    const int64_t last = std::min<int64_t>((oy + 1) * s + k - 1 - pad, H - 1);
+    if (sc != 1 || last < first) return;
+    pf = reinterpret_cast<const char*>(x + n * sn + first * sh);
+    pf_lines = ((last - first) * sh + W * sw) * int64_t(sizeof(T)) / 64;
+    pf_per = (pf_lines + parts - 1) / parts;
+  }
+  void prefetch(int64_t part) const {
+    const int64_t end = std::min(pf_lines, (part + 1) * pf_per);
+    for (int64_t i = part * pf_per; i < end; ++i) __builtin_prefetch(pf + i * 64);
+  }
+};
+
 template <typename T, int CT, int KT, int GT>
 void spike_conv_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* tab,
                   T* out, int64_t Cin, int64_t C_rt, int64_t H, int64_t W, int64_t k_rt,
@@ -554,51 +615,22 @@ void spike_conv_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, co
   const int64_t C = CT > 0 ? CT : C_rt;
   const int64_t k = KT > 0 ? KT : k_rt;
   const int64_t G = GT > 0 ? GT : (Cin + 7) / 8;
-  // A 1x1 conv reads every s-th column only; masks are stored with `pad` zero columns on
-  // each side (entry 0 of every table is 0), so the tap loops need no bounds checks.
-  const int64_t cs = k == 1 ? s : 1, Wm = (W + cs - 1) / cs, Wp = Wm + 2 * pad;
-  std::vector<uint8_t> masks((k + 1) * Wp * G, 0);  // k row slots + one zero row
-  uint8_t* zero_row = masks.data() + k * Wp * G;
-  std::vector<int64_t> held(k, -1);  // the row a slot holds, as n * H + iy
+  MaskRows<T> mrows(x, sn, sc, sh, sw, Cin, H, W, k, s, pad, G);
   std::vector<T> acc_v(CT > 0 ? 1 : k * C);
-  const int64_t step = (k == 1 ? 1 : s) * G;  // mask entries between output columns
+  const int64_t step = mrows.step();
   const int64_t tap_stride = G * 256 * C;
   bool nonbinary = false;
   for (int64_t u = u0; u < u1; ++u) {
     if (nonbinary || __atomic_load_n(bad, __ATOMIC_RELAXED)) break;  // the result is dropped
     const int64_t n = u / Ho, oy = u % Ho;
-    const uint8_t* rows[8];  // k <= 7 (checked by the caller)
-    for (int64_t r = 0; r < k; ++r) {
-      const int64_t iy = oy * s + r - pad;
-      if (iy < 0 || iy >= H) {
-        rows[r] = zero_row;
-        continue;
-      }
-      const int64_t slot = iy % k;
-      uint8_t* mr = masks.data() + slot * Wp * G;
-      rows[r] = mr;
-      if (held[slot] != n * H + iy) {
-        nonbinary |= row_masks<T>(x + n * sn + iy * sh, sc, sw * cs, Cin, Wm, G, mr + pad * G);
-        held[slot] = n * H + iy;
-      }
-    }
-    // The next output row's new input rows are fetched into the cache while this one sums
-    // (channels_last rows are contiguous runs the hardware prefetcher picks up too late).
-    const char* pf = nullptr;
-    int64_t pf_lines = 0, pf_per = 0;
-    if (sc == 1 && u + 1 < u1 && (u + 1) % Ho != 0) {
-      const int64_t first = std::max<int64_t>(oy * s + k - pad, 0);
-      const int64_t last = std::min<int64_t>((oy + 1) * s + k - 1 - pad, H - 1);
-      if (last >= first) {
-        pf = reinterpret_cast<const char*>(x + n * sn + first * sh);
-        pf_lines = ((last - first) * sh + W * sw) * int64_t(sizeof(T)) / 64;
-        pf_per = (pf_lines + Wo - 1) / Wo;
-      }
-    }
+    nonbinary |= mrows.load(n, oy);
+    const uint8_t* rows[8];
+    std::copy(mrows.rows, mrows.rows + k, rows);
+    if (u + 1 < u1 && (u + 1) % Ho != 0) mrows.plan_prefetch(n, oy, Wo);
+    else mrows.pf_lines = 0;
     T* orow = out + u * Wo * C;
     for (int64_t ox = 0; ox < Wo; ++ox) {
-      for (int64_t i = ox * pf_per; i < std::min(pf_lines, (ox + 1) * pf_per); ++i)
-        __builtin_prefetch(pf + i * 64);
+      mrows.prefetch(ox);
       T* o = orow + ox * C;
       if constexpr (CT > 0 && KT > 0 && GT > 0) {
         T acc[KT][CT];  // one sum per tap row: parallel add chains
