@@ -324,9 +324,25 @@ def _eval_chunks(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
     return out, [m.node.v.clone() for m in net.modules() if hasattr(m, "node")]
 
 
+def _grads(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
+    """Parameter gradients of one training chunk (hooked modules as in _eval_chunks)."""
+    handles = [m.register_forward_hook(lambda *a: None) for m in net.modules()
+               if isinstance(m, hooked)] if hooked else []
+    net.train()
+    net.reset_state()
+    net.zero_grad()
+    try:
+        net(frames).sum().backward()  # at init the output is 0: no square
+    finally:
+        for h in handles:
+            h.remove()
+    return [p.grad.clone() for p in net.parameters() if p.grad is not None]
+
+
 @pytest.mark.parametrize(("block", "norm", "reset"), [("sew", "bn", "soft"), ("sew", "bn", "hard"),
                                                       ("plain", "bn", "soft"),
-                                                      ("sew", "rms", "soft")])
+                                                      ("sew", "rms", "soft"),
+                                                      ("spiking", "bn", "soft")])
 def test_pool_folded_into_lif_matches_separate_pool_float64(block: str, norm: str, reset: str,
                                                             kernel_calls: list[str]) -> None:
     """Inference with MaxPool2d(2) folded into the block's last LIF pass gives the predictions
@@ -350,6 +366,30 @@ def test_pool_folded_into_lif_matches_separate_pool_float64(block: str, norm: st
     for v, w in zip(states, ref_states):
         torch.testing.assert_close(v, w, rtol=0, atol=0)
 
+
+
+@pytest.mark.parametrize(("norm", "reset"), [("bn", "soft"), ("bn", "hard"), ("rms", "soft")])
+def test_spiking_block_sum_fused_into_lif_matches_modules_float64(norm: str, reset: str,
+                                                                  kernel_calls: list[str]) -> None:
+    """Inference of a Spiking-ResNet block with norm2 + shortcut add + LIF (+ pool) in one
+    kernel pass gives the predictions and membranes of the modules run one by one (hooked
+    neurons), in float64; training keeps the modules."""
+    from snnexp.models.neurons import SpikingNeuron
+
+    net = _pool_net("spiking", norm, reset)
+    frames = torch.poisson(torch.full((2 * K, 2, 2, 27, 35), 0.7, dtype=torch.float64))
+    out, states = _eval_chunks(net, frames)
+    assert kernel_calls.count("fwd_pool") == 2 * 2  # both stages' blocks, both chunks
+    ref, ref_states = _eval_chunks(net, frames, hooked=(SpikingNeuron,))
+    spikes = [v for v in states if v.dim() == 4]
+    assert any(0.0 < float((v > 0).float().mean()) for v in spikes)
+    torch.testing.assert_close(out, ref, rtol=0, atol=1e-12)
+    for v, w in zip(states, ref_states):
+        torch.testing.assert_close(v, w, rtol=0, atol=1e-12)
+    grads = _grads(net, frames[:K])
+    ref_grads = _grads(net, frames[:K], hooked=(SpikingNeuron,))
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 # (Cin, C, kernel, stride, input size): the reference's stage-0 convs (stride 2 and 1), its
 # 24- and 32-channel stages, a partial channel group with a generic width, a 1x1 shortcut
@@ -416,21 +456,6 @@ def test_spike_conv_follows_weight_changes() -> None:
         torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=1e-12)
         conv.load_state_dict({"weight": torch.randn_like(conv.weight)})
         torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=1e-12)
-
-
-def _grads(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
-    """Parameter gradients of one training chunk (hooked modules as in _eval_chunks)."""
-    handles = [m.register_forward_hook(lambda *a: None) for m in net.modules()
-               if isinstance(m, hooked)] if hooked else []
-    net.train()
-    net.reset_state()
-    net.zero_grad()
-    try:
-        net(frames).sum().backward()  # at init the output is 0: no square
-    finally:
-        for h in handles:
-            h.remove()
-    return [p.grad.clone() for p in net.parameters() if p.grad is not None]
 
 
 @pytest.mark.parametrize("block", ["sew", "plain", "spiking"])

@@ -100,10 +100,13 @@ def _v0(v0: Membrane | None, fmt: torch.memory_format) -> tuple[torch.Tensor | N
 
 def forward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | None,
             scale: torch.Tensor | None = None, shift: torch.Tensor | None = None,
-            residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+            residual: torch.Tensor | None = None, residual_before: bool = False
+            ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Affine (``scale``/``shift`` [K, C], optional) then LIF (optional): (out, final v).
 
-    With ``residual`` (x's shape; LIF only) out is spikes + residual (the SEW ADD combine)."""
+    With ``residual`` (x's shape; LIF only) out is spikes + residual (the SEW ADD combine), or
+    with ``residual_before`` the LIF's input is the affine's output + residual (Spiking-ResNet;
+    no backward)."""
     out = torch.empty_like(x)
     res = _layout(residual, g) if residual is not None and lif is not None else None
     v_in, v0s = _v0(v0, g.memory_format)
@@ -112,8 +115,7 @@ def forward(x: torch.Tensor, g: Geometry, v0: Membrane | None, lif: LifSpec | No
     native.run("fwd", x.dtype, g.units, x.numel(), lambda i, u0, u1: (
         x.data_ptr(), native.ptr(scale), native.ptr(shift), native.ptr(v_in), v0s,
         native.ptr(v), out.data_ptr(), native.ptr(res), *g.args(), tau, thr, vr, hard,
-        int(lif is not None),
-        u0, u1))
+        int(lif is not None), int(residual_before), u0, u1))
     return out, v
 
 
@@ -235,16 +237,17 @@ class FusedLIF(torch.autograd.Function):
 
 
 def fixed_affine_lif(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec | None,
-                     scale: torch.Tensor, shift: torch.Tensor,
-                     residual: torch.Tensor | None = None
+                     scale: torch.Tensor | None, shift: torch.Tensor | None,
+                     residual: torch.Tensor | None = None, residual_before: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Inference: a per-channel affine (BatchNorm folded from running stats) then LIF, no grad
-    (plus ``residual``, if given)."""
+    """Inference: a per-channel affine (BatchNorm folded from running stats; None: none) then
+    LIF, no grad; ``residual`` (if given) added to the spikes, or with ``residual_before`` to
+    the LIF's input."""
     x, g = geometry(x, steps)
     k = g.steps
-    sc = scale.to(x.dtype).expand(k, -1).contiguous()
-    sh = shift.to(x.dtype).expand(k, -1).contiguous()
-    return forward(x, g, v0, lif, sc, sh, residual)
+    sc = scale.to(x.dtype).expand(k, -1).contiguous() if scale is not None else None
+    sh = shift.to(x.dtype).expand(k, -1).contiguous() if shift is not None else None
+    return forward(x, g, v0, lif, sc, sh, residual, residual_before)
 
 
 
@@ -274,9 +277,11 @@ def conv_lif(x: torch.Tensor, weight: torch.Tensor, steps: int, v0: Membrane | N
 
 def lif_pool(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec,
              scale: torch.Tensor | None, shift: torch.Tensor | None,
-             residual: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inference: per-channel affine (optional), LIF (+ ``residual``), then MaxPool2d(2) in one
-    pass; the full-size output is never written. The kernel works channels_last; results
+             residual: torch.Tensor | None = None, residual_before: bool = False
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inference: per-channel affine (optional), LIF (+ ``residual``: added to the spikes, or
+    with ``residual_before`` to the LIF's input), then MaxPool2d(2) in one pass; the full-size
+    output is never written. The kernel works channels_last; results
     come back in ``x``'s layout (channels_last, else contiguous).
     Returns (pooled ``[K * B, C, H // 2, W // 2]``, final v ``[B, C, H, W]``)."""
     cl = torch.channels_last
@@ -293,7 +298,8 @@ def lif_pool(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec,
     tau, thr, vr, hard = lif.args()
     native.run("fwd_pool", x.dtype, batch * ((h + 1) // 2), x.numel(), lambda i, u0, u1: (
         x.data_ptr(), native.ptr(sc), native.ptr(sh), native.ptr(v_in), v0s, v.data_ptr(),
-        out.data_ptr(), native.ptr(res), steps, batch, c, h, w, tau, thr, vr, hard, u0, u1))
+        out.data_ptr(), native.ptr(res), steps, batch, c, h, w, tau, thr, vr, hard,
+        int(residual_before), u0, u1))
     return out.contiguous(memory_format=fmt), v.contiguous(memory_format=fmt)
 
 

@@ -181,8 +181,12 @@ void stats_t(const T* x, const T* ref, double* s1, double* s2, Geo g, int64_t u0
 // ---------------------------------------------------------------------------------- forward
 // y = x * scale[k, c] + shift[k, c] (or y = x without scale), then LIF; writes the spikes (or
 // y when p.lif == 0) to out and the final membrane to v_out (initial: v0, or v0s everywhere).
-// With RES (a residual of x's shape and layout, LIF only) out = spike + res (the SEW ADD).
-template <typename T, bool CL, bool HARD, bool RES>
+// Residual modes (a residual of x's shape and layout, LIF only): RES_AFTER out = spike + res
+// (the SEW ADD combine), RES_BEFORE the neuron's input is y + res (Spiking-ResNet's
+// LIF(branch + shortcut); inference only).
+constexpr int RES_NONE = 0, RES_AFTER = 1, RES_BEFORE = 2;
+
+template <typename T, bool CL, bool HARD, int RES>
 void fwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_out, T* out,
            const T* res, Geo g, Lif p, int64_t u0, int64_t u1) {
   const T tau = T(p.tau), thr = T(p.thr), vr = T(p.vr);
@@ -202,13 +206,14 @@ void fwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_
       T* ok = out + k * g.M + off;
       const T* rk = RES ? res + k * g.M + off : nullptr;
       prefetch_next(xk, n);
-      if constexpr (RES) prefetch_next(rk, n);
+      if constexpr (RES != RES_NONE) prefetch_next(rk, n);
       if (!scale) {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
           T h;
-          const T s = lif_step<T, HARD>(v[i], xk[i], tau, thr, vr, h);
-          if constexpr (RES) ok[i] = s + rk[i];
+          const T y = RES == RES_BEFORE ? xk[i] + rk[i] : xk[i];
+          const T s = lif_step<T, HARD>(v[i], y, tau, thr, vr, h);
+          if constexpr (RES == RES_AFTER) ok[i] = s + rk[i];
           else ok[i] = s;
         }
       } else if (!p.lif) {
@@ -222,9 +227,10 @@ void fwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) {
           T y = xk[i] * a[i] + b[i];
+          if constexpr (RES == RES_BEFORE) y = y + rk[i];
           T h;
           const T s = lif_step<T, HARD>(v[i], y, tau, thr, vr, h);
-          if constexpr (RES) ok[i] = s + rk[i];
+          if constexpr (RES == RES_AFTER) ok[i] = s + rk[i];
           else ok[i] = s;
         }
       }
@@ -697,7 +703,7 @@ void spike_conv_k(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, co
 // full-size output. Units are pairs of input rows (b, p): rows 2p and 2p + 1 (an odd last row
 // and column update their membranes but fall out of the pool, as in floor mode). Arithmetic as
 // fwd_t, and max is exact: the result equals fwd_t followed by the pool.
-template <typename T, bool HARD, bool RES>
+template <typename T, bool HARD, int RES>
 void fwd_pool_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_out,
                 T* out, const T* res, int64_t K, int64_t B, int64_t C, int64_t H, int64_t W,
                 Lif p, int64_t u0, int64_t u1) {
@@ -723,10 +729,11 @@ void fwd_pool_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, 
       const T* bsh = scale ? eh.data() : nullptr;
 #pragma omp simd
       for (int64_t i = 0; i < nv; ++i) {
-        const T y = a ? xk[i] * a[i] + bsh[i] : xk[i];
+        T y = a ? xk[i] * a[i] + bsh[i] : xk[i];
+        if constexpr (RES == RES_BEFORE) y = y + rk[i];
         T h;
         const T s = lif_step<T, HARD>(v[i], y, tau, thr, vr, h);
-        if constexpr (RES) val[i] = s + rk[i];
+        if constexpr (RES == RES_AFTER) val[i] = s + rk[i];
         else val[i] = s;
       }
       if (rows < 2 || pr >= Ho) continue;
@@ -799,7 +806,7 @@ void bwd_cl(const T* x, const T* sc, const T* sh, const T* v0, T v0s, const T* g
 #undef SNN_SG
 }
 
-template <typename T, bool RES>
+template <typename T, int RES>
 void fwd_d(const T* x, const T* sc, const T* sh, const T* v0, T v0s, T* v, T* out, const T* res,
            Geo g, Lif p, int64_t u0, int64_t u1) {
   if (g.cl() && p.hard) fwd_t<T, true, true, RES>(x, sc, sh, v0, v0s, v, out, res, g, p, u0, u1);
@@ -820,11 +827,15 @@ void fwd_d(const T* x, const T* sc, const T* sh, const T* v0, T v0s, T* v, T* ou
   extern "C" void snn_fwd_##SUF(const T* x, const T* sc, const T* sh, const T* v0, double v0s,  \
                                 T* v, T* out, const T* res, int64_t K, int64_t M, int64_t C,     \
                                 int64_t inner, double tau, double thr, double vr, int hard,      \
-                                int lif, int64_t u0, int64_t u1) {                               \
+                                int lif, int res_before, int64_t u0, int64_t u1) {               \
     Geo g{K, M, C, inner};                                                                       \
     Lif p{tau, thr, vr, hard, 1, 1, 1.0, lif};                                                   \
-    if (res && lif) fwd_d<T, true>(x, sc, sh, v0, T(v0s), v, out, res, g, p, u0, u1);           \
-    else fwd_d<T, false>(x, sc, sh, v0, T(v0s), v, out, nullptr, g, p, u0, u1);                 \
+    if (res && lif && res_before)                                                                \
+      fwd_d<T, RES_BEFORE>(x, sc, sh, v0, T(v0s), v, out, res, g, p, u0, u1);                    \
+    else if (res && lif)                                                                         \
+      fwd_d<T, RES_AFTER>(x, sc, sh, v0, T(v0s), v, out, res, g, p, u0, u1);                     \
+    else                                                                                         \
+      fwd_d<T, RES_NONE>(x, sc, sh, v0, T(v0s), v, out, nullptr, g, p, u0, u1);                  \
   }                                                                                              \
   extern "C" void snn_bwd_##SUF(const T* x, const T* sc, const T* sh, const T* v0, double v0s,  \
                                 const T* gs, const T* gvk, T* gy, T* gv0, const T* mean,         \
@@ -860,10 +871,11 @@ void fwd_d(const T* x, const T* sc, const T* sh, const T* v0, T v0s, T* v, T* ou
   extern "C" void snn_fwd_par_##SUF(const T* x, const T* sc, const T* sh, const T* v0,          \
                                     double v0s, T* v, T* out, const T* res, int64_t K,           \
                                     int64_t M, int64_t C, int64_t inner, double tau, double thr, \
-                                    double vr, int hard, int lif, int64_t units, int parts) {    \
+                                    double vr, int hard, int lif, int res_before, int64_t units, \
+                                    int parts) {                                                 \
     parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
       snn_fwd_##SUF(x, sc, sh, v0, v0s, v, out, res, K, M, C, inner, tau, thr, vr, hard, lif,   \
-                    u0, u1);                                                                     \
+                    res_before, u0, u1);                                                         \
     });                                                                                          \
   }                                                                                              \
   extern "C" void snn_bwd_par_##SUF(const T* x, const T* sc, const T* sh, const T* v0,          \
@@ -913,25 +925,30 @@ SNN_EXPORT_CONV(float, f32)
 SNN_EXPORT_CONV(double, f64)
 
 // LIF (+ residual) + MaxPool2d(2) (inference, channels_last), units = row pairs b * ceil(H / 2).
+namespace {
+template <typename T, int RES>
+void fwd_pool_h(const T* x, const T* sc, const T* sh, const T* v0, T v0s, T* v, T* out,
+                const T* res, int64_t K, int64_t B, int64_t C, int64_t H, int64_t W, Lif p,
+                int64_t u0, int64_t u1) {
+  if (p.hard) fwd_pool_t<T, true, RES>(x, sc, sh, v0, v0s, v, out, res, K, B, C, H, W, p, u0, u1);
+  else fwd_pool_t<T, false, RES>(x, sc, sh, v0, v0s, v, out, res, K, B, C, H, W, p, u0, u1);
+}
+}  // namespace
+
 #define SNN_EXPORT_POOL(T, SUF)                                                                  \
   extern "C" void snn_fwd_pool_par_##SUF(const T* x, const T* sc, const T* sh, const T* v0,     \
                                          double v0s, T* v, T* out, const T* res, int64_t K,      \
                                          int64_t B, int64_t C, int64_t H, int64_t W,             \
                                          double tau, double thr, double vr, int hard,            \
-                                         int64_t units, int parts) {                             \
+                                         int res_before, int64_t units, int parts) {             \
     Lif p{tau, thr, vr, hard, 1, 1, 1.0, 1};                                                     \
     parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
-      if (hard && res)                                                                           \
-        fwd_pool_t<T, true, true>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0, u1); \
-      else if (hard)                                                                             \
-        fwd_pool_t<T, true, false>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0,     \
-                                   u1);                                                          \
+      if (res && res_before)                                                                     \
+        fwd_pool_h<T, RES_BEFORE>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0, u1); \
       else if (res)                                                                              \
-        fwd_pool_t<T, false, true>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0,     \
-                                   u1);                                                          \
+        fwd_pool_h<T, RES_AFTER>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0, u1);  \
       else                                                                                       \
-        fwd_pool_t<T, false, false>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0,    \
-                                    u1);                                                         \
+        fwd_pool_h<T, RES_NONE>(x, sc, sh, v0, T(v0s), v, out, res, K, B, C, H, W, p, u0, u1);   \
     });                                                                                          \
   }
 
@@ -963,4 +980,4 @@ SNN_EXPORT_POOL(double, f64)
 SNN_EXPORT_SPIKE_CONV(float, f32)
 SNN_EXPORT_SPIKE_CONV(double, f64)
 
-extern "C" int snn_abi_version() { return 7; }
+extern "C" int snn_abi_version() { return 8; }

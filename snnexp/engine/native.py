@@ -74,7 +74,7 @@ def _declare(lib: ctypes.CDLL) -> None:
     for suf in DTYPES.values():
         getattr(lib, f"snn_stats_{suf}").argtypes = [p, p, p, p, *geo, i64, i64]
         getattr(lib, f"snn_fwd_{suf}").argtypes = [p, p, p, p, f64, p, p, p, *geo, f64, f64, f64,
-                                                   c_int, c_int, i64, i64]
+                                                   c_int, c_int, c_int, i64, i64]
         getattr(lib, f"snn_bwd_{suf}").argtypes = [p, p, p, p, f64, p, p, p, p, p, p, p, *geo,
                                                    f64, f64, f64, c_int, c_int, c_int, f64,
                                                    c_int, i64, i64]
@@ -91,7 +91,7 @@ def _declare(lib: ctypes.CDLL) -> None:
         conv.restype = None
         pool = getattr(lib, f"snn_fwd_pool_par_{suf}")
         pool.argtypes = [p, p, p, p, f64, p, p, p, i64, i64, i64, i64, i64, f64, f64, f64, c_int,
-                         i64, c_int]
+                         c_int, i64, c_int]
         pool.restype = None
         spike = getattr(lib, f"snn_spike_conv_par_{suf}")
         spike.argtypes = [p, i64, i64, i64, i64, p, p, *([i64] * 9), p, i64, c_int]

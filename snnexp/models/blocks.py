@@ -88,10 +88,6 @@ class _TwoConvBlock(nn.Module):
         s = norm_neuron(self.norm1, self.sn1, conv_chunk(self.conv1, x, steps), steps)
         return conv_chunk(self.conv2, s, steps)
 
-    def _branch(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
-        """The residual branch up to (not including) its last LIF."""
-        return self.norm2(self._branch_conv(x, steps), steps)
-
 
 class PlainBlock(_TwoConvBlock):
     """conv3x3(stride_1) + norm + LIF, conv3x3(stride_2) + norm + LIF; no shortcut.
@@ -113,7 +109,13 @@ def _shortcut_stride(stride_1: int, stride_2: int) -> int:
 
 
 class SpikingBlock(_TwoConvBlock):
-    """Spiking-ResNet: LIF(branch + shortcut); shortcut identity or conv1x1 + norm."""
+    """Spiking-ResNet: LIF(branch + shortcut); shortcut identity or conv1x1 + norm.
+
+    In inference on a chunk, norm2, the add and the LIF run as one kernel pass, and ``pool``
+    (set by :class:`Stage`) returns MaxPool2d(2) of the output from the same pass.
+    """
+
+    takes_pool = True
 
     def __init__(self, channels: int, mid_channels: int, stride_1: int, stride_2: int,
                  layers: LayerFactory) -> None:
@@ -122,9 +124,11 @@ class SpikingBlock(_TwoConvBlock):
         self.downsample = (ConvNorm(conv1x1(channels, channels, stride), layers.norm(channels))
                            if stride != 1 else None)
 
-    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, steps: int | None = None, pool: bool = False
+                ) -> torch.Tensor:
         identity = x if self.downsample is None else self.downsample(x, steps)
-        return self.sn2(self._branch(x, steps) + identity, steps)
+        return norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps,
+                           residual=identity, pool=pool, residual_before=True)
 
 
 class SEWBlock(_TwoConvBlock):

@@ -128,11 +128,15 @@ def _fits(residual: torch.Tensor, x: torch.Tensor) -> bool:
 
 
 def norm_neuron(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | None,
-                residual: torch.Tensor | None = None, pool: bool = False) -> torch.Tensor:
+                residual: torch.Tensor | None = None, pool: bool = False,
+                residual_before: bool = False) -> torch.Tensor:
     """``sn(norm(x, steps), steps)`` (``+ residual`` if given), fused when :func:`can_fuse`
-    allows; the residual add then happens in the same kernel pass. ``pool`` (a chunk in
-    inference, see :func:`pool_fusable`) returns MaxPool2d(2) of the result, in the same pass
-    when the kernels apply."""
+    allows; the residual add then happens in the same kernel pass. ``residual_before``:
+    ``sn(norm(x, steps) + residual, steps)`` instead (Spiking-ResNet), fused in inference.
+    ``pool`` (a chunk in inference, see :func:`pool_fusable`) returns MaxPool2d(2) of the
+    result, in the same pass when the kernels apply."""
+    if residual is not None and residual_before:
+        return _neuron_of_sum(norm, sn, x, steps, residual, pool)
     if residual is not None and not _fits(residual, x):
         return _pooled(sn(norm(x, steps), steps) + residual, pool)
     if can_fuse(norm, sn, x, steps):
@@ -144,6 +148,22 @@ def norm_neuron(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | No
         return sn.run_fused(y, steps, None, residual, pool=pool and _poolable(y))
     s = sn(y, steps)
     return _pooled(s if residual is None else s + residual, pool)
+
+
+def _neuron_of_sum(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | None,
+                   residual: torch.Tensor, pool: bool) -> torch.Tensor:
+    """``sn(norm(x) + residual)`` (pooled if ``pool``): in inference on a chunk one kernel
+    pass (eval BatchNorm folded in; other norms run first), otherwise module by module."""
+    if (_fits(residual, x) and steps is not None and steps != 1 and not torch.is_grad_enabled()
+            and isinstance(sn, SpikingNeuron) and not (_hooked(sn) or _global_hooks())):
+        if (type(norm) is BatchNorm2d and not norm.training and norm.track_running_stats
+                and norm.fused and not _hooked(norm) and sn.can_fuse(x)):
+            return sn.run_fused(x, steps, norm, residual, pool=pool, residual_before=True)
+        y = norm(x, steps)
+        if sn.can_fuse(y):
+            return sn.run_fused(y, steps, None, residual, pool=pool, residual_before=True)
+        return _pooled(sn(y + residual, steps), pool)
+    return _pooled(sn(norm(x, steps) + residual, steps), pool)
 
 
 def _poolable(x: torch.Tensor) -> bool:

@@ -207,20 +207,28 @@ class SpikingNeuron(StatefulModule):
         return out
 
     def run_fused(self, x: torch.Tensor, steps: int, norm: nn.BatchNorm2d | None = None,
-                  residual: torch.Tensor | None = None, pool: bool = False) -> torch.Tensor:
+                  residual: torch.Tensor | None = None, pool: bool = False,
+                  residual_before: bool = False) -> torch.Tensor:
         """Chunk through the native kernels, optionally with a per-step BatchNorm before.
 
         ``norm`` in training mode (batch statistics) is fused with its running-statistics
         update; in eval mode it must run without autograd and is folded into the neuron.
-        With ``residual`` (x's shape, dtype and device) the result is spikes + residual.
+        With ``residual`` (x's shape, dtype and device) the result is spikes + residual, or
+        with ``residual_before`` (inference only) the neuron's input is norm(x) + residual.
         ``pool`` (inference only: no autograd, ``norm`` None or with running statistics)
         returns MaxPool2d(2) of that result, computed in the same pass.
         """
         spec = self.lif_spec()
         v0 = self._membrane(x.shape[0], steps, x.shape[1:])
+        if residual_before and (torch.is_grad_enabled() or (norm is not None and norm.training)):
+            raise ValueError("residual_before is fused in inference only (no autograd, "
+                             "BatchNorm with running statistics)")
         if pool:
             scale, shift = norm.folded_affine() if norm is not None else (None, None)
-            out, v_new = lif_pool(x, steps, v0, spec, scale, shift, residual)
+            out, v_new = lif_pool(x, steps, v0, spec, scale, shift, residual, residual_before)
+        elif residual_before:
+            scale, shift = norm.folded_affine() if norm is not None else (None, None)
+            out, v_new = fixed_affine_lif(x, steps, v0, spec, scale, shift, residual, True)
         elif norm is None:
             out, v_new = FusedLIF.apply(x, v0, steps, spec, residual)
         elif norm.training or not norm.track_running_stats:
