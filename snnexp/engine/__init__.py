@@ -1,4 +1,5 @@
-"""Fast execution of chunked SNNs on CPU: native fused BatchNorm + LIF kernels.
+"""Fast execution of chunked SNNs on CPU: native fused BatchNorm + LIF kernels, and
+convolutions of spike inputs by table lookup.
 
 :mod:`snnexp.engine.native` builds and loads the kernels (cached, pure-PyTorch fallback),
 :mod:`snnexp.engine.functions` wraps them as autograd functions. The model modules

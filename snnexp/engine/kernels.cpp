@@ -1,4 +1,6 @@
-// Fused per-time-step BatchNorm + LIF kernels for chunked SNN execution on CPU.
+// Fused per-time-step BatchNorm + LIF kernels for chunked SNN execution on CPU, and the
+// inference-side passes built on them: the stem's conv + LIF, LIF + max-pool, and the
+// table-lookup convolution of spike inputs (see each section).
 //
 // Plain C ABI (no torch headers): compiles in ~8 s with g++ -O3 (once), loaded with ctypes.
 // A chunk of K steps is time-major: step k's data is the contiguous block x[k*M, (k+1)*M).
