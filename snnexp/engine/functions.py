@@ -1,4 +1,5 @@
-"""Autograd functions over the native kernels: fused per-step BatchNorm + LIF on a chunk.
+"""Autograd functions over the native kernels: fused per-step BatchNorm + LIF on a chunk, and
+the inference passes (stem conv + LIF, LIF + pool); convolutions of spikes by table lookup.
 
 A chunk is ``[K * B, ...]`` time-major, NCHW-contiguous or channels_last (any other layout is
 made contiguous). Semantics equal the unfused reference (per-step BatchNorm of
@@ -326,6 +327,7 @@ def spike_conv_tables(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 def spike_conv_table_bytes(weight: torch.Tensor, dtype: torch.dtype) -> int:
+    """Size of :func:`spike_conv_tables` of ``weight`` in ``dtype``, without building them."""
     c, cin, kh, kw = weight.shape
     return kh * kw * ((cin + 7) // 8) * 256 * c * torch.finfo(dtype).bits // 8
 

@@ -100,8 +100,9 @@ def _spike_conv_applies(conv: nn.Module, x: torch.Tensor, steps: int | None) -> 
         return False
     if not (type(conv) is nn.Conv2d and conv.kernel_size[0] == conv.kernel_size[1]
             and conv.kernel_size[0] in kernels.SPIKE_CONV_KERNEL_SIZES
-            and conv.stride[0] == conv.stride[1] and conv.padding in ((1, 1),)
-            and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
+            and conv.stride[0] == conv.stride[1]
+            and conv.padding == (conv.kernel_size[0] // 2,) * 2 and conv.dilation == (1, 1)
+            and conv.groups == 1 and conv.bias is None
             and conv.padding_mode == "zeros" and conv.weight.dtype == x.dtype):
         return False
     if getattr(conv, "_snn_dense_input", False) or not native.supports(x):
