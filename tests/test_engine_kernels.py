@@ -6,6 +6,8 @@ the others run whichever path is available.
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -308,34 +310,35 @@ def _pool_net(block: str, norm: str, reset: str = "soft"):
     return net.eval()
 
 
-def _eval_chunks(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
-    """Predictions and membranes over two chunks. Modules of the ``hooked`` types get a no-op
-    forward hook, which keeps them observable, so they run as their own modules (a hooked pool
-    after the block, a hooked conv as PyTorch's dense convolution)."""
+@contextlib.contextmanager
+def _hooked(net, types: tuple[type, ...]):
+    """Modules of ``types`` get a no-op forward hook, which keeps them observable, so they run
+    as their own modules (a hooked pool after the block, a hooked conv as PyTorch's dense
+    convolution, a hooked neuron after its norm and add)."""
     handles = [m.register_forward_hook(lambda *a: None) for m in net.modules()
-               if isinstance(m, hooked)] if hooked else []
-    net.reset_state()
+               if isinstance(m, types)] if types else []
     try:
-        with torch.no_grad():
-            out = torch.cat([net(chunk) for chunk in frames.split(K)])
+        yield
     finally:
         for h in handles:
             h.remove()
+
+
+def _eval_chunks(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
+    """Predictions and membranes over two chunks (modules of the ``hooked`` types hooked)."""
+    net.reset_state()
+    with _hooked(net, hooked), torch.no_grad():
+        out = torch.cat([net(chunk) for chunk in frames.split(K)])
     return out, [m.node.v.clone() for m in net.modules() if hasattr(m, "node")]
 
 
 def _grads(net, frames: torch.Tensor, hooked: tuple[type, ...] = ()):
-    """Parameter gradients of one training chunk (hooked modules as in _eval_chunks)."""
-    handles = [m.register_forward_hook(lambda *a: None) for m in net.modules()
-               if isinstance(m, hooked)] if hooked else []
+    """Parameter gradients of one training chunk (modules of the ``hooked`` types hooked)."""
     net.train()
     net.reset_state()
     net.zero_grad()
-    try:
+    with _hooked(net, hooked):
         net(frames).sum().backward()  # at init the output is 0: no square
-    finally:
-        for h in handles:
-            h.remove()
     return [p.grad.clone() for p in net.parameters() if p.grad is not None]
 
 

@@ -251,7 +251,6 @@ def fixed_affine_lif(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifS
     return forward(x, g, v0, lif, sc, sh, residual, residual_before)
 
 
-
 def conv_lif(x: torch.Tensor, weight: torch.Tensor, steps: int, v0: Membrane | None,
              lif: LifSpec, scale: torch.Tensor, shift: torch.Tensor, channels_last: bool
              ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -282,8 +281,8 @@ def lif_pool(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec,
              ) -> tuple[torch.Tensor, torch.Tensor]:
     """Inference: per-channel affine (optional), LIF (+ ``residual``: added to the spikes, or
     with ``residual_before`` to the LIF's input), then MaxPool2d(2) in one pass; the full-size
-    output is never written. The kernel works channels_last; results
-    come back in ``x``'s layout (channels_last, else contiguous).
+    output is never written. The kernel works channels_last; results come back in ``x``'s
+    layout (channels_last, else contiguous).
     Returns (pooled ``[K * B, C, H // 2, W // 2]``, final v ``[B, C, H, W]``)."""
     cl = torch.channels_last
     fmt = cl if x.is_contiguous(memory_format=cl) else torch.contiguous_format
@@ -358,9 +357,10 @@ def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
 
 
 class SpikeConv(torch.autograd.Function):
-    """Training with :func:`spike_conv`: the forward by table lookup, the backward PyTorch's
+    """:func:`spike_conv` with autograd: the forward by table lookup, the backward PyTorch's
     convolution backward (input and weight gradients of the same convolution). A non-spike
-    input runs the dense convolution and appends False to ``status``."""
+    input runs the dense convolution and appends False to ``status``. Without autograd (no
+    input requires a gradient, or grad mode off) it is the plain forward."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, tables: torch.Tensor, stride: int,

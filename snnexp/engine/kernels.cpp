@@ -218,23 +218,23 @@ void fwd_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, T* v_
           if constexpr (RES == RES_AFTER) ok[i] = s + rk[i];
           else ok[i] = s;
         }
-      } else if (!p.lif) {
-        auto a = coef<T, CL>(es, scale, g, k, c);
-        auto b = coef<T, CL>(eh, shift, g, k, c);
+        continue;
+      }
+      auto a = coef<T, CL>(es, scale, g, k, c);
+      auto b = coef<T, CL>(eh, shift, g, k, c);
+      if (!p.lif) {
 #pragma omp simd
         for (int64_t i = 0; i < n; ++i) ok[i] = xk[i] * a[i] + b[i];
-      } else {
-        auto a = coef<T, CL>(es, scale, g, k, c);
-        auto b = coef<T, CL>(eh, shift, g, k, c);
+        continue;
+      }
 #pragma omp simd
-        for (int64_t i = 0; i < n; ++i) {
-          T y = xk[i] * a[i] + b[i];
-          if constexpr (RES == RES_BEFORE) y = y + rk[i];
-          T h;
-          const T s = lif_step<T, HARD>(v[i], y, tau, thr, vr, h);
-          if constexpr (RES == RES_AFTER) ok[i] = s + rk[i];
-          else ok[i] = s;
-        }
+      for (int64_t i = 0; i < n; ++i) {
+        T y = xk[i] * a[i] + b[i];
+        if constexpr (RES == RES_BEFORE) y = y + rk[i];
+        T h;
+        const T s = lif_step<T, HARD>(v[i], y, tau, thr, vr, h);
+        if constexpr (RES == RES_AFTER) ok[i] = s + rk[i];
+        else ok[i] = s;
       }
     }
     if (p.lif) std::memcpy(v_out + off, v, sizeof(T) * n);
@@ -502,12 +502,11 @@ void conv_lif_c(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
 // contribution through tap t is the sum of the weight vectors w[t][c][:] over its active
 // channels c. Channels are taken in groups of 8 and tab[t][g][m][:] holds, for each 8-bit
 // pattern m, the sum of group g's weight vectors of tap t (built by the caller), so an output
-// pixel costs at most taps * groups vector additions (9 * 2 for a 3x3 conv of 16 channels)
-// instead of taps * Cin multiply-adds, at any spike density (silent groups are skipped).
-// The input is read through its strides; the output is channels_last [N, Ho, Wo, C]. Units
-// are output rows (n, oy); the bit masks of the k input rows an output row reads are kept in
-// k slots (row iy in slot iy % k), so each input row is scanned once per run of rows. An input
-// value other than 0 or 1 (or NaN) sets *bad: the caller then runs a dense convolution.
+// pixel costs taps * groups vector additions (9 * 2 for a 3x3 conv of 16 channels) instead of
+// taps * Cin multiply-adds, whatever the spike density (silent groups add table entry 0: no
+// branches). The input is read through its strides (as bit masks, see MaskRows); the output
+// is channels_last [N, Ho, Wo, C]. Units are output rows (n, oy). An input value other than 0
+// or 1 (or NaN) sets *bad: the caller then runs a dense convolution.
 template <typename T>
 inline bool row_masks(const T* row, int64_t sc, int64_t sw, int64_t Cin, int64_t W, int64_t G,
                       uint8_t* m) {
@@ -632,7 +631,7 @@ void spike_conv_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, co
     if (nonbinary || __atomic_load_n(bad, __ATOMIC_RELAXED)) break;  // the result is dropped
     const int64_t n = u / Ho, oy = u % Ho;
     nonbinary |= mrows.load(n, oy);
-    const uint8_t* rows[8];
+    const uint8_t* rows[8];  // a local copy the compiler can keep in registers
     std::copy(mrows.rows, mrows.rows + k, rows);
     if (u + 1 < u1 && (u + 1) % Ho != 0) mrows.plan_prefetch(n, oy, Wo);
     else mrows.pf_lines = 0;
@@ -694,8 +693,7 @@ void spike_conv_k(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, co
   spike_conv_t<T, CT_, KT_, GT_>(x, sn, sc, sh, sw, tab, out, Cin, C, H, W, k, s, pad, Ho, Wo,   \
                                  bad, u0, u1)
   if (C == CT && (Cin + 7) / 8 == GT && k == 3) SNN_SPIKE_CONV(CT, 3, GT);
-  else if (C == CT && (Cin + 7) / 8 == GT && k == 1) SNN_SPIKE_CONV(CT, 1, GT);
-  else SNN_SPIKE_CONV(0, 0, 0);
+  else SNN_SPIKE_CONV(0, 0, 0);  // other sizes (1x1 convs are left to oneDNN by the caller)
 #undef SNN_SPIKE_CONV
 }
 

@@ -15,6 +15,7 @@ from snnexp.errors import ConfigError
 from snnexp.models.factory import LayerFactory
 from snnexp.models.fusion import (
     _global_hooks,
+    _hooked,
     can_fuse_conv,
     conv_chunk,
     norm_neuron,
@@ -160,12 +161,11 @@ class SEWBlock(_TwoConvBlock):
                 ) -> torch.Tensor:
         if pool and not self.takes_pool:
             raise ValueError(f"SEW connect_f {self.connect_f} cannot fold a pool")
-        if self.connect_f == "ADD":  # the add fused into the neuron's kernel when it can be
-            branch = self._branch_conv(x, steps)
-            identity = x if self.downsample is None else self.downsample(x, steps)
-            return norm_neuron(self.norm2, self.sn2, branch, steps, residual=identity, pool=pool)
-        s = norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps)
+        branch = self._branch_conv(x, steps)
         identity = x if self.downsample is None else self.downsample(x, steps)
+        if self.connect_f == "ADD":  # the add fused into the neuron's kernel when it can be
+            return norm_neuron(self.norm2, self.sn2, branch, steps, residual=identity, pool=pool)
+        s = norm_neuron(self.norm2, self.sn2, branch, steps)
         if self.connect_f == "AND":
             return s * identity
         return identity * (1.0 - s)
@@ -226,5 +226,5 @@ class Stage(nn.Module):
         p = self.pool
         return (type(p) is nn.MaxPool2d and p.kernel_size in (1, (1, 1))
                 and p.stride in (1, (1, 1)) and p.padding in (0, (0, 0))
-                and not p.ceil_mode and not (p._forward_hooks or p._forward_pre_hooks
-                                             or p._backward_hooks or _global_hooks()))
+                and not p.ceil_mode
+                and not (_hooked(p) or p._backward_hooks or _global_hooks()))

@@ -80,18 +80,11 @@ def conv_chunk(conv: nn.Module, x: torch.Tensor, steps: int | None) -> torch.Ten
     does so directly from then on."""
     if not _spike_conv_applies(conv, x, steps):
         return conv(x)
-    tables = _spike_tables(conv, x.dtype)
-    stride, padding = conv.stride[0], conv.padding[0]
-    if torch.is_grad_enabled() and (x.requires_grad or conv.weight.requires_grad):
-        status: list[bool] = []
-        out = kernels.SpikeConv.apply(x, conv.weight, tables, stride, padding, status)
-        if status:
-            conv._snn_dense_input = True
-        return out
-    out = kernels.spike_conv(x, conv.weight, stride, padding, tables=tables)
-    if out is None:
+    status: list[bool] = []
+    out = kernels.SpikeConv.apply(x, conv.weight, _spike_tables(conv, x.dtype), conv.stride[0],
+                                  conv.padding[0], status)
+    if status:
         conv._snn_dense_input = True  # not spikes: skip the check in later chunks
-        return conv(x)
     return out
 
 
@@ -141,12 +134,12 @@ def norm_neuron(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int | No
     if residual is not None and not _fits(residual, x):
         return _pooled(sn(norm(x, steps), steps) + residual, pool)
     if can_fuse(norm, sn, x, steps):
-        return sn.run_fused(x, steps, norm, residual, pool=pool and _poolable(x))
+        return sn.run_fused(x, steps, norm, residual, pool=pool)
     y = norm(x, steps)
     if (residual is not None or pool) and steps is not None and steps != 1 \
             and isinstance(sn, SpikingNeuron) and sn.can_fuse(y) \
             and not (_hooked(sn) or _global_hooks()):
-        return sn.run_fused(y, steps, None, residual, pool=pool and _poolable(y))
+        return sn.run_fused(y, steps, None, residual, pool=pool)
     s = sn(y, steps)
     return _pooled(s if residual is None else s + residual, pool)
 
@@ -157,18 +150,13 @@ def _neuron_of_sum(norm: nn.Module, sn: nn.Module, x: torch.Tensor, steps: int |
     pass (eval BatchNorm folded in; other norms run first), otherwise module by module."""
     if (_fits(residual, x) and steps is not None and steps != 1 and not torch.is_grad_enabled()
             and isinstance(sn, SpikingNeuron) and not (_hooked(sn) or _global_hooks())):
-        if (type(norm) is BatchNorm2d and not norm.training and norm.track_running_stats
-                and norm.fused and not _hooked(norm) and sn.can_fuse(x)):
+        if can_fuse(norm, sn, x, steps) and not norm.training and norm.track_running_stats:
             return sn.run_fused(x, steps, norm, residual, pool=pool, residual_before=True)
         y = norm(x, steps)
         if sn.can_fuse(y):
             return sn.run_fused(y, steps, None, residual, pool=pool, residual_before=True)
         return _pooled(sn(y + residual, steps), pool)
     return _pooled(sn(norm(x, steps) + residual, steps), pool)
-
-
-def _poolable(x: torch.Tensor) -> bool:
-    return x.dim() == 4 and not torch.is_grad_enabled()
 
 
 def _pooled(x: torch.Tensor, pool: bool) -> torch.Tensor:

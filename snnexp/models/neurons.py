@@ -223,12 +223,10 @@ class SpikingNeuron(StatefulModule):
         if residual_before and (torch.is_grad_enabled() or (norm is not None and norm.training)):
             raise ValueError("residual_before is fused in inference only (no autograd, "
                              "BatchNorm with running statistics)")
-        if pool:
+        if pool or residual_before:  # inference-only passes
             scale, shift = norm.folded_affine() if norm is not None else (None, None)
-            out, v_new = lif_pool(x, steps, v0, spec, scale, shift, residual, residual_before)
-        elif residual_before:
-            scale, shift = norm.folded_affine() if norm is not None else (None, None)
-            out, v_new = fixed_affine_lif(x, steps, v0, spec, scale, shift, residual, True)
+            run = lif_pool if pool else fixed_affine_lif
+            out, v_new = run(x, steps, v0, spec, scale, shift, residual, residual_before)
         elif norm is None:
             out, v_new = FusedLIF.apply(x, v0, steps, spec, residual)
         elif norm.training or not norm.track_running_stats:
