@@ -1,4 +1,5 @@
-"""The fast chunk engine computes what the per-step reference loop computes (float64).
+"""The chunk engine, with every backend, computes what the per-step reference loop computes
+(float64); checkpoints, monitors and errors do not depend on the backend.
 
 20 chunks of TBPTT training (Adam) in both execution modes from the same network and data:
 per-chunk losses, final parameters and BatchNorm buffers agree to 1e-9. Weights are scaled so
@@ -14,8 +15,10 @@ import math
 import pytest
 import torch
 
+from snnexp import engine
 from snnexp.config.schema import ModelConfig, NeuronConfig, NormConfig, SurrogateConfig
 from snnexp.engine import native
+from snnexp.errors import ConfigError
 from snnexp.models import Monitors, build_network
 from snnexp.training.tbptt import run_sequence
 
@@ -24,6 +27,14 @@ K, CHUNKS, B = 10, 20, 2
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+NATIVE = pytest.param("native", marks=pytest.mark.skipif(
+    not native.available(), reason="no C++ compiler: no native kernels"))
+BACKENDS = [NATIVE, "torch"]
+
+
+def prepared(net: torch.nn.Module, backend: str, **kw) -> torch.nn.Module:
+    """A prepared copy of ``net`` (the original stays plain: the step-loop reference)."""
+    return engine.prepare(copy.deepcopy(net), backend, **kw)
 
 
 def make_net(block: str = "sew", norm: str = "bn", **neuron: str) -> torch.nn.Module:
@@ -85,10 +96,11 @@ def assert_same_training(ref: torch.nn.Module, fast: torch.nn.Module, tol: float
         torch.testing.assert_close(b, a, rtol=0, atol=tol, msg=f"buffer {name}")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("block", ["sew", "plain", "spiking"])
-def test_fast_engine_trains_like_the_step_loop(block: str) -> None:
+def test_fast_engine_trains_like_the_step_loop(block: str, backend: str) -> None:
     ref = make_net(block)
-    assert_same_training(ref, copy.deepcopy(ref))
+    assert_same_training(ref, prepared(ref, backend))
 
 
 @pytest.mark.parametrize("neuron", [{"reset": "hard"}, {"surrogate": "sigmoid"},
@@ -97,21 +109,20 @@ def test_fast_engine_trains_like_the_step_loop(block: str) -> None:
                          ids=lambda kw: "-".join(str(v) for v in kw.values()))
 def test_fast_engine_neuron_variants(neuron: dict) -> None:
     ref = make_net("sew", **neuron)
-    assert_same_training(ref, copy.deepcopy(ref))
+    assert_same_training(ref, prepared(ref, "auto"))
 
 
 def test_fast_engine_channels_last_float64() -> None:
     ref = make_net("sew")
-    fast = copy.deepcopy(ref)
-    fast.configure_engine(fused=True, channels_last=True)
-    assert_same_training(ref, fast)
+    assert_same_training(ref, prepared(ref, "auto", channels_last=True))
 
 
-def test_fast_engine_eval_matches_step_loop() -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fast_engine_eval_matches_step_loop(backend: str) -> None:
     """Inference: BatchNorm (running statistics) folded into the neuron."""
     ref = make_net("sew")
     train(ref, "chunk")  # non-trivial running statistics
-    fast = copy.deepcopy(ref)
+    fast = prepared(ref, backend)
     frames, labels = data(seed=3)
     with torch.no_grad():
         a = run_sequence(ref.eval(), frames, labels, k=K, execution="step")
@@ -124,8 +135,125 @@ def test_fused_path_is_used(kernel_calls: list[str]) -> None:
     """With the kernels available the chunk path runs them (no silent fallback)."""
     if not native.available():
         pytest.skip("no C++ compiler: the engine runs its PyTorch fallback")
-    net = make_net("sew")
+    net = engine.prepare(make_net("sew"), "native")
     frames, labels = data()
     run_sequence(net, frames[: K + 1], labels[: K + 1], k=K,
                  optimizer=torch.optim.Adam(net.parameters()), execution="chunk")
     assert {"stats", "fwd", "bwd", "affine3"} <= set(kernel_calls)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_checkpoint_trained_with_one_backend_evaluates_with_another(backend: str) -> None:
+    """The state_dict keeps the plain model's keys whatever the backend: weights trained with
+    ``backend`` load into a plain network and into one prepared with the other backends, and
+    all give the predictions of the step loop."""
+    trained = prepared(make_net("sew"), backend)
+    train(trained, "chunk")
+    state = trained.state_dict()
+    plain = make_net("sew")
+    assert list(state) == list(plain.state_dict())
+    frames, labels = data(seed=5)
+    preds = []
+    for other in ("plain", "native", "torch"):
+        if other == "native" and not native.available():
+            continue
+        net = make_net("sew")
+        if other != "plain":
+            engine.prepare(net, other)
+        net.load_state_dict(state)
+        with torch.no_grad():
+            out = run_sequence(net.eval(), frames, labels, k=K,
+                               execution="step" if other == "plain" else "chunk")
+        preds.append(torch.from_numpy(out.preds))
+    for p in preds[1:]:
+        torch.testing.assert_close(p, preds[0], rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("train_mode", [True, False], ids=["train", "eval"])
+def test_monitors_record_the_same_statistics_with_every_backend(train_mode: bool) -> None:
+    """Spike activity and norm statistics of the step loop, of the plain chunk path and of each
+    backend's engine modules agree (float64)."""
+    base = make_net("sew")
+    frames, labels = data()
+    frames, labels = frames[: 2 * K + 1], labels[: 2 * K + 1]
+    records = {}
+    for name in ("step", "plain", "native", "torch"):
+        if name == "native" and not native.available():
+            continue
+        net = copy.deepcopy(base) if name in ("step", "plain") else prepared(base, name)
+        net.train(train_mode)
+        with Monitors(net, spikes=True, norms=True) as mon, torch.no_grad():
+            run_sequence(net, frames, labels, k=K, execution="step" if name == "step" else "chunk")
+        records[name] = (mon.spike_activity(), mon.norm_stats())
+    ref_spikes, ref_norms = records.pop("step")
+    assert len(ref_norms) >= 10 and all(v.mean() > 0.01 for v in ref_spikes.values())
+    for name, (spikes, norms) in records.items():
+        assert spikes.keys() == ref_spikes.keys() and norms.keys() == ref_norms.keys(), name
+        for layer, act in ref_spikes.items():
+            torch.testing.assert_close(torch.from_numpy(spikes[layer]), torch.from_numpy(act),
+                                       rtol=0, atol=1e-9, msg=f"{name}: spikes of {layer}")
+        for layer, stats in ref_norms.items():
+            for key, value in stats.items():
+                torch.testing.assert_close(torch.from_numpy(norms[layer][key]),
+                                           torch.from_numpy(value), rtol=0, atol=1e-9,
+                                           msg=f"{name}: {key} of {layer}")
+
+
+def test_print_shows_the_engine_modules_and_backend() -> None:
+    net = make_net("sew")
+    plain = repr(net)
+    assert "Engine" not in plain and "SEWBlock" in plain
+    text = repr(engine.prepare(net, "torch"))
+    assert "EngineSEWBlock" in text and "EngineStage" in text and "EngineLIF" in text
+    assert "backend=torch" in text and "backend=native" not in text
+    assert engine.backend_of(net) == "torch"
+    if native.available():
+        assert "backend=torch" not in repr(engine.prepare(net, "native"))  # re-prepared
+        assert engine.backend_of(net) == "native"
+
+
+def test_plif_neurons_stay_spikingjelly_modules() -> None:
+    """No kernel for PLIF: its layers stay SpikingJelly's; the blocks still run the engine."""
+    net = engine.prepare(make_net("sew", kind="plif"), "auto")
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "SpikingNeuron" in kinds and "EngineLIF" not in kinds and "EngineSEWBlock" in kinds
+
+
+def test_bad_backends_stop_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = make_net("sew")
+    with pytest.raises(ConfigError, match="trainer.engine.*auto, native, torch"):
+        engine.prepare(net, "fast")
+    monkeypatch.setattr(native, "available", lambda: False)  # e.g. no C++ compiler
+    with pytest.raises(ConfigError, match="could not be built.*trainer.engine=auto or torch"):
+        engine.prepare(net, "native")
+    assert engine.backend_of(engine.prepare(net, "auto")) == "torch"
+    with pytest.raises(ConfigError, match="CPU only"):
+        engine.resolve_backend("native", torch.device("cuda"))
+    assert engine.resolve_backend("auto", torch.device("cuda")) == "torch"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_cuda_chunks_match_the_step_loop() -> None:
+    """On CUDA the engine runs torch (SpikingJelly's multi-step LIF picks its CUDA / Triton
+    kernels): float64 chunk training equals the step loop to 1e-9, and float32 (SpikingJelly's
+    kernels) stays close."""
+    ref = make_net("sew").cuda()
+    fast = prepared(ref, "auto")
+    assert engine.backend_of(fast) == "torch"
+    with pytest.raises(ConfigError, match="CPU only"):
+        engine.prepare(copy.deepcopy(ref), "native")
+    frames, labels = data()
+    opt_ref = torch.optim.Adam(ref.parameters(), lr=1e-3)
+    opt_fast = torch.optim.Adam(fast.parameters(), lr=1e-3)
+    a = run_sequence(ref.train(), frames, labels, k=K, optimizer=opt_ref, execution="step")
+    b = run_sequence(fast.train(), frames, labels, k=K, optimizer=opt_fast, execution="chunk")
+    torch.testing.assert_close(torch.tensor(b.chunk_losses), torch.tensor(a.chunk_losses),
+                               rtol=0, atol=1e-9)
+    ref32 = make_net("sew").float().cuda()
+    fast32 = prepared(ref32, "auto")
+    x = frames[:K].float().cuda()
+    for net in (ref32, fast32):
+        net.train().reset_state()
+        net.set_output_membrane(labels[0].float().cuda())
+    out_ref = torch.stack([ref32(x[t]) for t in range(K)])
+    torch.testing.assert_close(fast32(x), out_ref, rtol=1e-4, atol=1e-5)

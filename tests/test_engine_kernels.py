@@ -1,4 +1,4 @@
-"""The native kernels against the pure-PyTorch fallback (per-step BatchNorm + SpikingJelly LIF).
+"""The native kernels against the plain modules (per-step BatchNorm + SpikingJelly LIF).
 
 This is the one test module that needs the compiled kernels (skipped without a C++ compiler);
 the others run whichever path is available.
@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from snnexp.config.schema import NeuronConfig, NormConfig, SurrogateConfig
-from snnexp.engine import native
+from snnexp.engine import native, ops, prepare
+from snnexp.engine.modules import EngineConvNormNeuron, EngineModule
 from snnexp.models.neurons import make_neuron
 from snnexp.models.norms import make_norm
 
@@ -36,12 +37,7 @@ def _run(norm, sn, x, v0, g_out, g_v, fused: bool, train: bool = True):
     v0 = v0.detach().clone().requires_grad_()
     sn.reset_state()
     sn.node.v = v0
-    if fused:
-        out = sn.run_fused(x, K, norm)
-    else:
-        sn.fused = norm.fused = False
-        out = sn(norm(x, K), K)
-        sn.fused = norm.fused = True
+    out = ops.lif(sn, x, K, norm) if fused else sn(norm(x, K), K)
     v = sn.node.v
     if not torch.is_grad_enabled():
         return out, v, ()
@@ -103,33 +99,42 @@ def test_float32_kernels(layout: str) -> None:
     g = torch.randn_like(x)
     outs = []
     for fused in (False, True):
-        sn.fused = fused
         sn.reset_state()
-        out = sn(x, K)
+        out = ops.lif(sn, x, K) if fused else sn(x, K)
         outs.append((out, sn.node.v, torch.autograd.grad((out * g).sum(), x)[0]))
     for a, b in zip(*outs):
         torch.testing.assert_close(b, a, rtol=0, atol=0)
     norm = make_norm(NormConfig(kind="bn"), C)
     ys = []
     for fused in (False, True):
-        norm.fused = fused
-        y = norm(x, K)
+        y = ops.batch_norm(norm, x, K) if fused else norm(x, K)
         ys.append((y, *torch.autograd.grad((y * g).sum(), [x, norm.weight, norm.bias])))
     for a, b in zip(*ys):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-5)
 
 
-def test_disabled_kernels_fall_back() -> None:
-    sn = make_neuron(NeuronConfig())
-    x = torch.randn(K * B, 4)
-    previous = native.set_enabled(False)
-    try:
-        assert not sn.can_fuse(x)
-        sn.reset_state()
-        assert sn(x, K).shape == x.shape
-    finally:
-        native.set_enabled(previous)
-    assert sn.can_fuse(x)
+def test_torch_backend_runs_no_kernel(kernel_calls: list[str]) -> None:
+    """trainer.engine=torch: the same engine modules, PyTorch / SpikingJelly only; native: the
+    kernels."""
+    from snnexp.config.schema import ModelConfig
+    from snnexp.models import build_network
+
+    net = build_network(ModelConfig(hidden=8), NormConfig(kind="bn"), (2, 16, 20))
+    x = torch.poisson(torch.full((K, 2, 2, 16, 20), 0.5))
+    prepare(net, "torch")
+    net(x).sum().backward()
+    assert kernel_calls == []
+    prepare(net, "native")
+    net.reset_state()
+    net(x).sum().backward()
+    assert {"stats", "fwd", "bwd"} <= set(kernel_calls)
+
+
+def _engine(native_kernels: bool) -> EngineModule:
+    """A bare engine module, for its norm + neuron dispatch on loose modules."""
+    eng = EngineModule()
+    eng.configure(native_kernels, None)
+    return eng
 
 
 @pytest.mark.parametrize("norm_kind", ["bn", "rms"])
@@ -141,8 +146,6 @@ def test_fused_residual_add_matches_fallback(norm_kind: str, layout: str, dtype:
     """norm -> LIF -> + residual (SEW ADD) with the add in the kernel against the fallback:
     outputs identical, gradients of x, v0, residual and the norm's weights;
     training and inference. ``mixed``: the residual in the other layout than x."""
-    from snnexp.models.fusion import norm_neuron
-
     torch.manual_seed(2)
     fmt = torch.contiguous_format if layout == "nchw" else torch.channels_last
     x = (torch.randn(K * B, C, *size, dtype=dtype) * 2 + 0.5).contiguous(memory_format=fmt)
@@ -155,14 +158,14 @@ def test_fused_residual_add_matches_fallback(norm_kind: str, layout: str, dtype:
     for fused in (False, True):
         norm = make_norm(NormConfig(kind=norm_kind), C).to(dtype)
         sn = make_neuron(NeuronConfig())
-        norm.fused = sn.fused = fused
+        eng = _engine(fused)
         for train in (True, False):
             norm.train(train)
             xs, vs, rs = (t.detach().clone().requires_grad_(train) for t in (x, v0, res))
             sn.reset_state()
             sn.node.v = vs
             with torch.set_grad_enabled(train):
-                out = norm_neuron(norm, sn, xs, K, residual=rs)
+                out = eng.norm_neuron(norm, sn, xs, K, residual=rs)
             v = sn.node.v
             grads = ()
             if train:
@@ -202,17 +205,17 @@ def _stem(c_out: int, dtype: torch.dtype, **neuron):
 
 def _stem_chunks(stem, frames: torch.Tensor, fused: bool, channels_last: bool | None = None):
     """Spikes of two consecutive chunks (the second continues the first's membranes) and the
-    final membrane, through the fused kernel or the unfused conv -> norm -> neuron path."""
+    final membrane, through the engine's fused kernel or the plain conv -> norm -> neuron."""
     stem.sn.reset_state()
-    stem.channels_last = channels_last
-    stem.norm.fused = fused  # off: conv, then norm + neuron as separate modules
+    if fused:
+        stem = EngineConvNormNeuron.adopt(stem)
+        stem.configure(True, channels_last)
     outs = []
     with torch.no_grad():
         for chunk in frames.split(K):
             x = chunk.flatten(0, 1)
-            assert stem.fuses_conv(x, K) == fused
+            assert not fused or stem.stem_applies(x, K)
             outs.append(stem(x, K))
-    stem.norm.fused = True
     return torch.cat(outs), stem.sn.node.v
 
 
@@ -253,7 +256,8 @@ def test_fused_stem_float32_and_network_use(kernel_calls: list[str]) -> None:
     assert same.float().mean() > 0.99
     torch.testing.assert_close(v[same], v_ref[same], atol=1e-4, rtol=1e-4)
 
-    net = build_network(ModelConfig(hidden=16), NormConfig(kind="bn"), (2, 40, 48))
+    net = prepare(build_network(ModelConfig(hidden=16), NormConfig(kind="bn"), (2, 40, 48)),
+                  "native")
     x = torch.poisson(torch.full((K, 2, 2, 40, 48), 0.5))
     kernel_calls.clear()  # count the network's calls only
     net.eval()
@@ -281,9 +285,9 @@ def test_build_without_openmp_gives_the_same_results(tmp_path, monkeypatch) -> N
     norm.eval()
     x = torch.randn(K * B, C, 64, 64).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        want = functions.fixed_affine_lif(x, K, 0.0, sn.lif_spec(), *norm.folded_affine())
+        want = functions.fixed_affine_lif(x, K, 0.0, ops.lif_spec(sn), *ops.folded_affine(norm))
         monkeypatch.setattr(native, "_lib", serial)
-        got = functions.fixed_affine_lif(x, K, 0.0, sn.lif_spec(), *norm.folded_affine())
+        got = functions.fixed_affine_lif(x, K, 0.0, ops.lif_spec(sn), *ops.folded_affine(norm))
     torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
     torch.testing.assert_close(got[1], want[1], rtol=0, atol=0)
 
@@ -299,7 +303,8 @@ def _pool_net(block: str, norm: str, reset: str = "soft"):
                                           stride_1=1, stride_2=1),
                               StageConfig(channels=8, up_kernel_size=1, mid_channels=8, k_pool=2,
                                           stride_1=2, stride_2=1)])
-    net = build_network(cfg, NormConfig(kind=norm), (2, 27, 35)).double()  # odd sizes: floor
+    net = prepare(build_network(cfg, NormConfig(kind=norm), (2, 27, 35)).double(),  # odd: floor
+                  "native")
     with torch.no_grad():
         for m in net.modules():
             if isinstance(m, torch.nn.Conv2d):
@@ -435,24 +440,28 @@ def test_spike_conv_leaves_other_inputs_to_the_dense_conv(value: float) -> None:
     """A value other than 0 / 1 anywhere (e.g. a SEW ADD output of 2) is detected: the kernel
     declines, and the network's conv gives PyTorch's result."""
     from snnexp.engine.functions import spike_conv
-    from snnexp.models.fusion import conv_chunk
 
     x = _spikes(4, 16, (12, 15), torch.float32).contiguous(memory_format=torch.channels_last)
     x[3, 5, 11, 14] = value  # the last pixel of the last frame
-    conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
+    eng = _engine(True)
+    eng.conv = conv = torch.nn.Conv2d(16, 16, 3, padding=1, bias=False)
     assert spike_conv(x, conv.weight.detach(), 1, 1) is None
     with torch.no_grad():
-        torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=0,
-                                   equal_nan=True)
+        for _ in range(2):  # detected, then dense directly
+            torch.testing.assert_close(eng.conv_chunk("conv", x, 2), conv(x), rtol=0, atol=0,
+                                       equal_nan=True)
 
 
 def test_spike_conv_follows_weight_changes() -> None:
     """The lookup tables kept on a conv are rebuilt when its weight changes (an optimizer step,
     load_state_dict, an edit through .data)."""
-    from snnexp.models.fusion import conv_chunk
-
-    conv = torch.nn.Conv2d(16, 8, 3, padding=1, bias=False).double()
+    eng = _engine(True)
+    eng.conv = conv = torch.nn.Conv2d(16, 8, 3, padding=1, bias=False).double()
     x = _spikes(4, 16, (9, 10), torch.float64)
+
+    def conv_chunk(conv, x, steps):
+        return eng.conv_chunk("conv", x, steps)
+
     with torch.no_grad():
         torch.testing.assert_close(conv_chunk(conv, x, 2), conv(x), rtol=0, atol=1e-12)
         conv.weight.data.mul_(-0.5)

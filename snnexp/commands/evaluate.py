@@ -37,6 +37,7 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     """Evaluate ``cfg.ckpt`` on the test sequence(s); write metrics.json, CSV and plots."""
     import torch
 
+    from snnexp import engine
     from snnexp.data.pipeline import build_data
     from snnexp.models import build_network
     from snnexp.training.checkpoint import load_checkpoint
@@ -59,6 +60,7 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
             f"checkpoint '{ec.ckpt}' does not match the network its config describes for input "
             f"{tuple(data.input_shape)} (another architecture or sensor size): evaluate it on a "
             "recording of the camera and settings it was trained with") from None
+    engine.prepare(net, ec.trainer.engine)  # any backend: the state_dict is the plain model's
     out_dir = Path(ec.paths.output_dir)
     with torch.no_grad():
         result = evaluate_and_report(net, data, out_dir, k=tc.trainer.tbptt_k,

@@ -161,6 +161,7 @@ class TrainerConfig:
     early_stopping_patience: int = 10  # epochs without val-MSE improvement
     checkpoint_every: int = 10  # periodic checkpoint every N epochs (0: never)
     execution: str = "chunk"  # chunk (fast, K steps at once) | step (per-step reference loop)
+    engine: str = "auto"  # auto | native (C++ kernels, CPU) | torch: what runs the chunks
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | mps
     strategy: str = "single"  # single | ddp (DistributedDataParallel, started with torchrun)
     amp: bool = False  # autocast on CUDA

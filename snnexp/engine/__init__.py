@@ -1,14 +1,15 @@
-"""Fast execution of chunked SNNs on CPU: native fused BatchNorm + LIF kernels, and
-convolutions of spike inputs by table lookup.
+"""How fast a network runs: everything the model itself does not decide.
 
-:mod:`snnexp.engine.native` builds and loads the kernels (cached, pure-PyTorch fallback),
-:mod:`snnexp.engine.functions` wraps them as autograd functions. The model modules
-(:class:`snnexp.models.neurons.SpikingNeuron`, :class:`snnexp.models.norms.BatchNorm2d`) use
-them for chunks; ``SNNRegressor.configure_engine`` switches fusion and channels_last.
+:func:`prepare` swaps a plain network's layer groups for engine modules
+(:mod:`snnexp.engine.modules`) configured for a backend (``trainer.engine``: auto | native |
+torch). :mod:`snnexp.engine.native` builds and loads the C++ kernels (cached, PyTorch
+fallback), :mod:`snnexp.engine.functions` wraps them as autograd functions and
+:mod:`snnexp.engine.ops` applies them to the model's modules.
 """
 
 from __future__ import annotations
 
-from snnexp.engine.native import available, set_enabled
+from snnexp.engine.native import available
+from snnexp.engine.prepare import BACKENDS, backend_of, prepare, resolve_backend
 
-__all__ = ["available", "set_enabled"]
+__all__ = ["BACKENDS", "available", "backend_of", "prepare", "resolve_backend"]

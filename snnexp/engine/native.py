@@ -8,7 +8,7 @@ shares the OpenMP runtime PyTorch has loaded and runs on the same worker threads
 own ops (separate threads would compete with the workers oneDNN leaves spinning after each
 convolution: measured 7 % slower training chunks). If there is no compiler or the build fails,
 :func:`lib` returns None and the engine falls back to pure PyTorch.
-``SNNEXP_NATIVE_KERNELS=0`` disables the kernels (for comparisons and debugging).
+Whether a network uses them is chosen by :func:`snnexp.engine.prepare` (``trainer.engine``).
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ _SMALL = 1 << 16  # below this many elements per call, one thread is faster
 _lock = threading.Lock()
 _lib: ctypes.CDLL | None = None
 _tried = False
-_enabled = os.environ.get("SNNEXP_NATIVE_KERNELS", "1") != "0"
 
 
 def cache_dir() -> Path:
@@ -99,10 +98,8 @@ def _declare(lib: ctypes.CDLL) -> None:
 
 
 def lib() -> ctypes.CDLL | None:
-    """The loaded kernel library, building it on first use; None if unavailable/disabled."""
+    """The loaded kernel library, building it on first use; None if unavailable."""
     global _lib, _tried
-    if not _enabled:
-        return None
     if _tried:
         return _lib
     with _lock:
@@ -131,15 +128,8 @@ def available() -> bool:
     return lib() is not None
 
 
-def set_enabled(enabled: bool) -> bool:
-    """Switch the native kernels on or off (process-wide); returns the previous setting."""
-    global _enabled
-    previous, _enabled = _enabled, bool(enabled)
-    return previous
-
-
 def supports(x: torch.Tensor) -> bool:
-    """Whether a tensor can go through the kernels (CPU, float32/64, enabled, built)."""
+    """Whether a tensor can go through the kernels (CPU, float32/64, built)."""
     return x.device.type == "cpu" and x.dtype in DTYPES and available()
 
 

@@ -1,8 +1,10 @@
 """Residual blocks (plain, Spiking-ResNet, SEW-ResNet) and the network's stages.
 
-Layer order, strides and shortcuts as REFERENCE.md section 2; every conv is bias-free and the
-3x3 convs have padding 1. Blocks take ``(x, steps)`` like the norms and neurons they contain:
-convolutions see the flattened ``[steps * B, ...]`` batch, norms and neurons the time structure.
+Layer order, strides and shortcuts as REFERENCE.md section 2 (and SpikingJelly's
+``sew_resnet.BasicBlock``): conv -> norm -> neuron, then the combine. Every conv is bias-free
+and the 3x3 convs have padding 1. Blocks take ``(x, steps)`` like the norms and neurons they
+contain: convolutions see the flattened ``[steps * B, ...]`` batch, norms and neurons the time
+structure. How fast they run is :mod:`snnexp.engine`'s business (``engine.prepare``).
 """
 
 from __future__ import annotations
@@ -13,14 +15,6 @@ from torch import nn
 from snnexp.config.schema import BLOCK_TYPES, CONNECT_FUNCTIONS, StageConfig
 from snnexp.errors import ConfigError
 from snnexp.models.factory import LayerFactory
-from snnexp.models.fusion import (
-    _global_hooks,
-    _hooked,
-    can_fuse_conv,
-    conv_chunk,
-    norm_neuron,
-    pool_fusable,
-)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -42,33 +36,18 @@ class ConvNorm(nn.Module):
         self.norm = norm
 
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        return self.norm(conv_chunk(self.conv, x, steps), steps)
+        return self.norm(self.conv(x), steps)
 
 
 class ConvNormNeuron(ConvNorm):
-    """conv + norm + spiking neuron (channel adaptation, SEW shortcut).
-
-    As the network's stem (conv3x3 of the event frames) in inference it runs as one fused
-    conv + LIF kernel (:func:`snnexp.models.fusion.can_fuse_conv`), which reads the frames in any
-    layout and writes the spikes channels_last (``channels_last`` None: for float32, as the
-    network does) or contiguous.
-    """
-
-    channels_last: bool | None = None  # set by SNNRegressor.configure_engine
+    """conv + norm + spiking neuron (the stem, channel adaptation, SEW shortcut)."""
 
     def __init__(self, conv: nn.Conv2d, norm: nn.Module, sn: nn.Module) -> None:
         super().__init__(conv, norm)
         self.sn = sn
 
-    def fuses_conv(self, x: torch.Tensor, steps: int | None) -> bool:
-        """Whether a chunk ``x`` runs through the fused conv + LIF kernel."""
-        return can_fuse_conv(self.conv, self.norm, self.sn, x, steps)
-
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
-        if self.fuses_conv(x, steps):
-            cl = x.dtype == torch.float32 if self.channels_last is None else self.channels_last
-            return self.sn.run_conv_fused(self.conv, self.norm, x, steps, cl)
-        return norm_neuron(self.norm, self.sn, conv_chunk(self.conv, x, steps), steps)
+        return self.sn(self.norm(self.conv(x), steps), steps)
 
 
 class _TwoConvBlock(nn.Module):
@@ -84,23 +63,17 @@ class _TwoConvBlock(nn.Module):
         self.norm2 = layers.norm(channels)
         self.sn2 = layers.neuron()
 
-    def _branch_conv(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
-        """The residual branch up to its second conv (before norm2)."""
-        s = norm_neuron(self.norm1, self.sn1, conv_chunk(self.conv1, x, steps), steps)
-        return conv_chunk(self.conv2, s, steps)
+    def branch(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
+        """The residual branch up to norm2 (before the block's last LIF)."""
+        s = self.sn1(self.norm1(self.conv1(x), steps), steps)
+        return self.norm2(self.conv2(s), steps)
 
 
 class PlainBlock(_TwoConvBlock):
-    """conv3x3(stride_1) + norm + LIF, conv3x3(stride_2) + norm + LIF; no shortcut.
+    """conv3x3(stride_1) + norm + LIF, conv3x3(stride_2) + norm + LIF; no shortcut."""
 
-    ``pool`` (inference, set by :class:`Stage`) returns MaxPool2d(2) of the output, fused into
-    the last LIF pass when the kernels apply."""
-
-    takes_pool = True
-
-    def forward(self, x: torch.Tensor, steps: int | None = None, pool: bool = False
-                ) -> torch.Tensor:
-        return norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps, pool=pool)
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        return self.sn2(self.branch(x, steps), steps)
 
 
 def _shortcut_stride(stride_1: int, stride_2: int) -> int:
@@ -110,13 +83,7 @@ def _shortcut_stride(stride_1: int, stride_2: int) -> int:
 
 
 class SpikingBlock(_TwoConvBlock):
-    """Spiking-ResNet: LIF(branch + shortcut); shortcut identity or conv1x1 + norm.
-
-    In inference on a chunk, norm2, the add and the LIF run as one kernel pass, and ``pool``
-    (set by :class:`Stage`) returns MaxPool2d(2) of the output from the same pass.
-    """
-
-    takes_pool = True
+    """Spiking-ResNet: LIF(branch + shortcut); shortcut identity or conv1x1 + norm."""
 
     def __init__(self, channels: int, mid_channels: int, stride_1: int, stride_2: int,
                  layers: LayerFactory) -> None:
@@ -125,19 +92,17 @@ class SpikingBlock(_TwoConvBlock):
         self.downsample = (ConvNorm(conv1x1(channels, channels, stride), layers.norm(channels))
                            if stride != 1 else None)
 
-    def forward(self, x: torch.Tensor, steps: int | None = None, pool: bool = False
-                ) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x, steps)
-        return norm_neuron(self.norm2, self.sn2, self._branch_conv(x, steps), steps,
-                           residual=identity, pool=pool, residual_before=True)
+    def shortcut(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
+        return x if self.downsample is None else self.downsample(x, steps)
+
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        return self.sn2(self.branch(x, steps) + self.shortcut(x, steps), steps)
 
 
 class SEWBlock(_TwoConvBlock):
     """SEW-ResNet: connect(LIF(branch), shortcut); shortcut identity or conv1x1 + norm + LIF.
 
     connect_f: ADD s + id, AND s * id, IAND id * (1 - s), with s the branch's spikes.
-    ``pool`` (ADD, inference, set by :class:`Stage`) returns MaxPool2d(2) of the output, fused
-    into the last LIF pass when the kernels apply.
     """
 
     def __init__(self, channels: int, mid_channels: int, stride_1: int, stride_2: int,
@@ -153,22 +118,20 @@ class SEWBlock(_TwoConvBlock):
                                           layers.norm(channels), layers.neuron())
                            if stride != 1 else None)
 
-    @property
-    def takes_pool(self) -> bool:
-        return self.connect_f == "ADD"
+    def shortcut(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
+        return x if self.downsample is None else self.downsample(x, steps)
 
-    def forward(self, x: torch.Tensor, steps: int | None = None, pool: bool = False
-                ) -> torch.Tensor:
-        if pool and not self.takes_pool:
-            raise ValueError(f"SEW connect_f {self.connect_f} cannot fold a pool")
-        branch = self._branch_conv(x, steps)
-        identity = x if self.downsample is None else self.downsample(x, steps)
-        if self.connect_f == "ADD":  # the add fused into the neuron's kernel when it can be
-            return norm_neuron(self.norm2, self.sn2, branch, steps, residual=identity, pool=pool)
-        s = norm_neuron(self.norm2, self.sn2, branch, steps)
+    def connect(self, s: torch.Tensor, identity: torch.Tensor) -> torch.Tensor:
+        """Combine the branch's spikes ``s`` with the shortcut."""
+        if self.connect_f == "ADD":
+            return s + identity
         if self.connect_f == "AND":
             return s * identity
         return identity * (1.0 - s)
+
+    def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
+        s = self.sn2(self.branch(x, steps), steps)
+        return self.connect(s, self.shortcut(x, steps))
 
     def extra_repr(self) -> str:
         return f"connect_f={self.connect_f}"
@@ -212,19 +175,6 @@ class Stage(nn.Module):
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         if self.adapt is not None:
             x = self.adapt(x, steps)
-        for i, block in enumerate(self.blocks):
-            if (i == len(self.blocks) - 1 and getattr(block, "takes_pool", False)
-                    and pool_fusable(self.pool, steps)):
-                return block(x, steps, pool=True)  # the pool in the block's last LIF pass
+        for block in self.blocks:
             x = block(x, steps)
-        if self._pool_is_identity():
-            return x
         return self.pool(x)
-
-    def _pool_is_identity(self) -> bool:
-        """MaxPool2d(1) (stride 1, no padding) copies its input: skipped unless hooked."""
-        p = self.pool
-        return (type(p) is nn.MaxPool2d and p.kernel_size in (1, (1, 1))
-                and p.stride in (1, (1, 1)) and p.padding in (0, (0, 0))
-                and not p.ceil_mode
-                and not (_hooked(p) or p._backward_hooks or _global_hooks()))

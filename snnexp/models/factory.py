@@ -1,11 +1,11 @@
 """Where the network gets its norm, neuron and integrator modules: the swap point.
 
 Blocks and the network never construct a norm or a neuron themselves; they ask a
-:class:`LayerFactory`. A faster implementation (fused norm + neuron kernels, another memory
-layout, ...) subclasses it and is passed to :class:`snnexp.models.network.SNNRegressor`;
-nothing else changes as long as its modules follow the temporal calling convention
-(``m(x)`` for a step, ``m(x, steps)`` for a flattened chunk) and stateful ones derive from
-:class:`snnexp.models.neurons.StatefulModule`.
+:class:`LayerFactory`. Another norm or neuron subclasses it and is passed to
+:class:`snnexp.models.network.SNNRegressor`; nothing else changes as long as its modules follow
+the temporal calling convention (``m(x)`` for a step, ``m(x, steps)`` for a flattened chunk)
+and stateful ones derive from :class:`snnexp.models.neurons.StatefulModule`. (Speed is not
+chosen here: :func:`snnexp.engine.prepare` swaps layer groups of a built network.)
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@
 The network is stateful (membrane potentials persist between calls) and runs either one time
 step per call (:meth:`SNNRegressor.forward_step`, the reference) or a chunk of K steps per call
 (:meth:`SNNRegressor.forward_chunk`): convolutions, pools and linear layers then process the
-K * B frames as one batch, neurons iterate over the K steps (fused native kernels of
-:mod:`snnexp.engine` on CPU, SpikingJelly's multi-step path otherwise), and BatchNorm uses
-per-time-step statistics, so both modes give the same results. float32 chunks run in the
-channels_last layout (see :meth:`SNNRegressor.configure_engine`).
+K * B frames as one batch, neurons iterate over the K steps (SpikingJelly's multi-step path),
+and BatchNorm uses per-time-step statistics, so both modes give the same results.
+:func:`snnexp.engine.prepare` swaps layer groups for faster engine modules; the network itself
+never decides how fast it runs.
 """
 
 from __future__ import annotations
@@ -92,40 +92,7 @@ class SNNRegressor(nn.Module):
     def forward_chunk(self, x: torch.Tensor) -> torch.Tensor:
         """K time steps at once: frames ``[K, B, C, H, W]`` -> predictions ``[K, B]``."""
         k, b = x.shape[:2]
-        x = x.flatten(0, 1)
-        if self._channels_last(x) and not self._stem_fused(x, k):  # the fused stem reads any
-            x = x.contiguous(memory_format=torch.channels_last)  # layout and writes channels_last
-        return self._run(x, k).view(k, b)
-
-    def _stem_fused(self, x: torch.Tensor, steps: int) -> bool:
-        adapt = self.stages[0].adapt if len(self.stages) else None
-        return adapt is not None and adapt.fuses_conv(x, steps)
-
-    # ------------------------------------------------------------------ engine
-    channels_last: bool | None = None  # None: automatic (float32 chunks)
-
-    def _channels_last(self, x: torch.Tensor) -> bool:
-        # oneDNN's convolutions are 3-4x faster in channels_last on CPU; float64 (the exactness
-        # tests) has no oneDNN path and keeps the plain layout.
-        if self.channels_last is None:
-            return x.dtype == torch.float32
-        return self.channels_last
-
-    def configure_engine(self, fused: bool = True, channels_last: bool | None = None) -> None:
-        """Chunk execution: ``fused`` native BatchNorm + LIF (+ SEW add) kernels (when they
-        apply) and the channels_last layout (None: automatic). ``fused=False,
-        channels_last=False`` is the plain PyTorch / SpikingJelly chunk path. Single steps are
-        never affected."""
-        from snnexp.models.blocks import ConvNormNeuron
-        from snnexp.models.neurons import SpikingNeuron
-        from snnexp.models.norms import BatchNorm2d
-
-        for m in self.modules():
-            if isinstance(m, (SpikingNeuron, BatchNorm2d)):
-                m.fused = fused
-            if isinstance(m, ConvNormNeuron):
-                m.channels_last = channels_last
-        self.channels_last = channels_last
+        return self._run(x.flatten(0, 1), k).view(k, b)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Dispatch on the rank: ``[B, C, H, W]`` one step, ``[K, B, C, H, W]`` a chunk."""

@@ -7,7 +7,7 @@ convention, so that the step-by-step and the chunked execution run the same modu
 * ``module(x, steps)``: ``steps`` time steps flattened time-major, ``x`` is ``[steps * B, ...]``.
 
 Stateful modules derive from :class:`StatefulModule` (``reset_state`` / ``detach_state``), which
-is all the network needs to know about them; a fused or custom neuron only has to follow this
+is all the network needs to know about them; a custom neuron only has to follow this
 convention to replace the SpikingJelly one (see :class:`snnexp.models.factory.LayerFactory`).
 """
 
@@ -21,15 +21,6 @@ from spikingjelly.activation_based import surrogate as sj_surrogate
 from torch import nn
 
 from snnexp.config.schema import NEURON_KINDS, RESETS, SURROGATES, NeuronConfig, SurrogateConfig
-from snnexp.engine import native
-from snnexp.engine.functions import (
-    FusedBatchNormLIF,
-    FusedLIF,
-    LifSpec,
-    conv_lif,
-    fixed_affine_lif,
-    lif_pool,
-)
 from snnexp.errors import ConfigError
 
 # Width / slope used when ``surrogate.alpha`` is None. atan and sigmoid are SpikingJelly's own
@@ -110,7 +101,7 @@ class FastSigmoid(_AlphaSpike):
 def make_surrogate(cfg: SurrogateConfig, key: str = "model.neuron.surrogate") -> nn.Module:
     """Spike function (Heaviside forward, surrogate backward) named by ``cfg.name``.
 
-    atan and sigmoid are SpikingJelly's (so its native LIF kernels apply); triangular and
+    atan and sigmoid are SpikingJelly's (so its multi-step LIF kernels apply); triangular and
     fast_sigmoid are our own autograd functions.
     """
     _check_choice(f"{key}.name", cfg.name, SURROGATES)
@@ -125,11 +116,6 @@ def make_surrogate(cfg: SurrogateConfig, key: str = "model.neuron.surrogate") ->
     if cfg.name == "triangular":
         return Triangular(alpha)
     return FastSigmoid(alpha)
-
-
-# The fused kernels' surrogate ids (snnexp/engine/kernels.cpp: surrogate()).
-_SURROGATE_IDS: dict[type, int] = {sj_surrogate.Sigmoid: 0, sj_surrogate.ATan: 1,
-                                   Triangular: 2, FastSigmoid: 3}
 
 
 # --------------------------------------------------------------------------- neurons
@@ -148,13 +134,9 @@ class StatefulModule(nn.Module):
 class SpikingNeuron(StatefulModule):
     """A layer of SpikingJelly LIF / PLIF neurons run one step or a whole chunk at a time.
 
-    One step runs SpikingJelly's single-step path (the reference). A chunk runs the fused
-    native LIF kernel of :mod:`snnexp.engine` when it applies (LIF, CPU, float32/64, kernels
-    built, ``fused`` on), else SpikingJelly's multi-step path (which picks its CUDA / Triton
-    kernels on GPU); both on the same state as the single-step path.
+    One step runs SpikingJelly's single-step path (the reference), a chunk its multi-step path
+    (which picks SpikingJelly's own CPU / CUDA / Triton kernels), both on the same state.
     """
-
-    fused: bool = True  # use the native kernels in chunks when they apply
 
     def __init__(self, node: sj_neuron.BaseNode) -> None:
         super().__init__()
@@ -163,81 +145,7 @@ class SpikingNeuron(StatefulModule):
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         if steps is None:
             return self.node.single_step_forward(x)
-        if self.can_fuse(x):
-            return self.run_fused(x, steps)
         return self.node.multi_step_forward(x.unflatten(0, (steps, -1))).flatten(0, 1)
-
-    def lif_spec(self) -> LifSpec | None:
-        """The neuron's constants for the fused kernels, or None if they do not apply."""
-        node = self.node
-        if type(node) is not sj_neuron.LIFNode or not node.decay_input:
-            return None
-        sg_id = _SURROGATE_IDS.get(type(node.surrogate_function))
-        alpha = getattr(node.surrogate_function, "alpha", None)
-        spiking = getattr(node.surrogate_function, "spiking", True)
-        if sg_id is None or not spiking or not isinstance(alpha, (int, float)):
-            return None
-        return LifSpec(float(node.tau), float(node.v_threshold),
-                       None if node.v_reset is None else float(node.v_reset),
-                       bool(node.detach_reset), sg_id, float(alpha))
-
-    def can_fuse(self, x: torch.Tensor) -> bool:
-        """Whether a chunk ``x`` can run through the fused kernels."""
-        return self.fused and native.supports(x) and self.lif_spec() is not None
-
-    def _membrane(self, frames: int, steps: int, shape: torch.Size) -> torch.Tensor | float:
-        """The membrane to continue from, checked against a chunk of ``frames`` frames."""
-        v0 = self.node.v  # a tensor, or SpikingJelly's initial float after a reset
-        if isinstance(v0, torch.Tensor) and (v0.shape[0] * steps != frames
-                                             or v0.shape[1:] != shape):
-            raise RuntimeError(f"membrane of shape {tuple(v0.shape)} does not fit a chunk of "
-                               f"{steps} steps of {(frames, *shape)}: call reset_state() first")
-        return v0
-
-    def run_conv_fused(self, conv: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor,
-                       steps: int, channels_last: bool) -> torch.Tensor:
-        """Inference: ``self(norm(conv(x), steps), steps)`` as one native conv + LIF pass (see
-        :func:`snnexp.models.fusion.can_fuse_conv`); spikes channels_last or contiguous."""
-        shape = torch.Size((conv.out_channels, *x.shape[2:]))
-        v0 = self._membrane(x.shape[0], steps, shape)
-        scale, shift = norm.folded_affine()
-        out, v_new = conv_lif(x, conv.weight, steps, v0, self.lif_spec(), scale, shift,
-                              channels_last)
-        self.node.v = v_new
-        return out
-
-    def run_fused(self, x: torch.Tensor, steps: int, norm: nn.BatchNorm2d | None = None,
-                  residual: torch.Tensor | None = None, pool: bool = False,
-                  residual_before: bool = False) -> torch.Tensor:
-        """Chunk through the native kernels, optionally with a per-step BatchNorm before.
-
-        ``norm`` in training mode (batch statistics) is fused with its running-statistics
-        update; in eval mode it must run without autograd and is folded into the neuron.
-        With ``residual`` (x's shape, dtype and device) the result is spikes + residual, or
-        with ``residual_before`` (inference only) the neuron's input is norm(x) + residual.
-        ``pool`` (inference only: no autograd, ``norm`` None or with running statistics)
-        returns MaxPool2d(2) of that result, computed in the same pass.
-        """
-        spec = self.lif_spec()
-        v0 = self._membrane(x.shape[0], steps, x.shape[1:])
-        if residual_before and (torch.is_grad_enabled() or (norm is not None and norm.training)):
-            raise ValueError("residual_before is fused in inference only (no autograd, "
-                             "BatchNorm with running statistics)")
-        if pool or residual_before:  # inference-only passes
-            scale, shift = norm.folded_affine() if norm is not None else (None, None)
-            run = lif_pool if pool else fixed_affine_lif
-            out, v_new = run(x, steps, v0, spec, scale, shift, residual, residual_before)
-        elif norm is None:
-            out, v_new = FusedLIF.apply(x, v0, steps, spec, residual)
-        elif norm.training or not norm.track_running_stats:
-            out, v_new, mean, var = FusedBatchNormLIF.apply(x, norm.weight, norm.bias, v0, steps,
-                                                            norm.eps, spec, residual)
-            norm.record_batch_stats(mean, var, x.shape[0] // steps * x[0, 0].numel())
-        else:
-            scale, shift = norm.folded_affine()
-            out, v_new = fixed_affine_lif(x, steps, v0, spec, scale, shift, residual)
-        self.node.v = v_new
-        return out
 
     @property
     def v(self) -> torch.Tensor | float:

@@ -16,8 +16,6 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from snnexp.config.schema import NORM_KINDS, NormConfig
-from snnexp.engine import native
-from snnexp.engine.functions import FusedBatchNormLIF
 from snnexp.errors import ConfigError
 
 
@@ -75,8 +73,6 @@ class BatchNorm2d(nn.BatchNorm2d):
     statistics) a chunk is an ordinary batch.
     """
 
-    fused: bool = True  # chunks through the native kernels when they apply
-
     def forward(self, x: torch.Tensor, steps: int | None = None) -> torch.Tensor:
         batch_stats = self.training or not self.track_running_stats
         if steps is None or steps == 1 or not batch_stats:
@@ -87,10 +83,6 @@ class BatchNorm2d(nn.BatchNorm2d):
             raise ValueError("Expected more than 1 value per channel when training, got input "
                              f"size {[x.shape[0] // steps, *x.shape[1:]]} per time step")
         weight, bias = (self.weight, self.bias) if self.affine else (None, None)
-        if self.fused and native.supports(x):
-            y, _, mean, var = FusedBatchNormLIF.apply(x, weight, bias, None, steps, self.eps, None)
-            self.record_batch_stats(mean, var, n)
-            return y
         xs = x.reshape(steps, -1, x.shape[1], x.shape[2] * x.shape[3])  # [K, B, C, H * W]
         y, mean, var = _PerStepBatchNorm.apply(xs, weight, bias, self.eps)
         self.record_batch_stats(mean, var, n)
@@ -102,18 +94,6 @@ class BatchNorm2d(nn.BatchNorm2d):
         if self.training and self.track_running_stats:
             with torch.no_grad():
                 self._update_running_stats(mean, var * (n / (n - 1)))
-
-    def folded_affine(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Eval mode as ``y = x * scale + shift`` per channel (running statistics folded in),
-        computed like PyTorch's CPU kernel."""
-        with torch.no_grad():
-            scale = torch.rsqrt(self.running_var + self.eps)
-            if self.affine:
-                scale = scale * self.weight
-            shift = -self.running_mean * scale
-            if self.affine:
-                shift = shift + self.bias
-        return scale, shift
 
     def _update_running_stats(self, means: torch.Tensor, variances: torch.Tensor) -> None:
         """Apply ``r <- (1 - f_k) r + f_k s_k`` for k = 1..K at once: r_K = c r_0 + sum w_k s_k."""

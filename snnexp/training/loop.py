@@ -90,6 +90,7 @@ class Trainer:
     # ------------------------------------------------------------------ setup
     def setup(self) -> None:
         """Seed, pick the device, build data, model, optimizer, scheduler, logger; resume."""
+        from snnexp import engine
         from snnexp.data.pipeline import build_data
         from snnexp.models import build_network, count_trainable_parameters
 
@@ -107,6 +108,7 @@ class Trainer:
         self.device = dist.device_for(self.ctx, select_device(cfg.trainer.device))
         self.data = build_data(cfg.data, seed=cfg.seed)
         self.net = build_network(cfg.model, cfg.norm, tuple(self.data.input_shape)).to(self.device)
+        engine.prepare(self.net, cfg.trainer.engine)  # how the chunks run (trainer.engine)
         self.num_parameters = count_trainable_parameters(self.net)
         self.optimizer = build_optimizer(cfg, self.net.parameters())
         self.scheduler = build_scheduler(cfg, self.optimizer)
