@@ -8,7 +8,9 @@ import math
 import pytest
 import torch
 
+from snnexp import engine
 from snnexp.config.schema import ModelConfig, NeuronConfig, NormConfig, SurrogateConfig
+from snnexp.engine import native
 from snnexp.models import Monitors, build_network
 
 SHAPE = (2, 32, 40)
@@ -16,6 +18,9 @@ K, CHUNKS, B = 10, 5, 2
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+# the plain model's chunk path, and the engine's backends (engine.prepare)
+BACKENDS = ["plain", pytest.param("native", marks=pytest.mark.skipif(
+    not native.available(), reason="no C++ compiler: no native kernels")), "torch"]
 
 
 def excite(net: torch.nn.Module, conv_gain: float, fc_gain: float = 6.0) -> None:
@@ -51,8 +56,9 @@ def data(steps: int = K * CHUNKS, seed: int = 0) -> tuple[torch.Tensor, torch.Te
     return frames, labels
 
 
-def compare(block: str, norm: str, train: bool, **kw: str) -> None:
-    """Run CHUNKS chunks of K steps in both modes with detach between chunks; compare all."""
+def compare(block: str, norm: str, train: bool, backend: str = "plain", **kw: str) -> None:
+    """Run CHUNKS chunks of K steps in both modes with detach between chunks; compare all.
+    ``backend``: the chunk network's (``plain``: not prepared)."""
     ref = make_net(block, norm, **kw)
     frames, labels = data()
     if not train and norm == "bn":  # give eval mode non-trivial running statistics
@@ -62,6 +68,8 @@ def compare(block: str, norm: str, train: bool, **kw: str) -> None:
                 ref.forward_chunk(frames[c * K:(c + 1) * K])
     ref.train(train).reset_state()
     fast = copy.deepcopy(ref)
+    if backend != "plain":
+        engine.prepare(fast, backend)
     params_ref, params_fast = list(ref.parameters()), list(fast.parameters())
     for net in (ref, fast):
         net.reset_state()
@@ -88,11 +96,12 @@ def compare(block: str, norm: str, train: bool, **kw: str) -> None:
         assert act[K:].mean() > 0.01, f"{name} must fire after the first chunk"
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("train", [True, False], ids=["train", "eval"])
 @pytest.mark.parametrize("norm", ["bn", "rms", "mul", "none"])
 @pytest.mark.parametrize("block", ["sew", "spiking", "plain"])
-def test_step_and_chunk_agree(block: str, norm: str, train: bool) -> None:
-    compare(block, norm, train)
+def test_step_and_chunk_agree(block: str, norm: str, train: bool, backend: str) -> None:
+    compare(block, norm, train, backend)
 
 
 @pytest.mark.parametrize("kw", [
@@ -100,8 +109,9 @@ def test_step_and_chunk_agree(block: str, norm: str, train: bool) -> None:
     {"surrogate": "triangular"}, {"surrogate": "fast_sigmoid", "reset": "hard"},
     {"surrogate": "sigmoid", "kind": "plif"},
 ], ids=lambda kw: "-".join(kw.values()))
-def test_step_and_chunk_agree_variants(kw: dict[str, str]) -> None:
-    compare("sew", "bn", True, **kw)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_and_chunk_agree_variants(kw: dict[str, str], backend: str) -> None:
+    compare("sew", "bn", True, backend, **kw)
 
 
 @pytest.mark.parametrize("norm", ["bn", "rms", "mul", "none"])
