@@ -30,11 +30,12 @@ B, K, HIDDEN = 4, 10, 512
 
 def make_net(block: str, seed: int = 0) -> torch.nn.Module:
     from snnexp.config.schema import ModelConfig, NormConfig
+    from snnexp.engine import prepare
     from snnexp.models import build_network
 
     torch.manual_seed(seed)
-    return build_network(ModelConfig(block_type=block, hidden=HIDDEN), NormConfig(kind="bn"),
-                         SHAPE)
+    return prepare(build_network(ModelConfig(block_type=block, hidden=HIDDEN),
+                                 NormConfig(kind="bn"), SHAPE), "auto")
 
 
 def make_data(steps: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
