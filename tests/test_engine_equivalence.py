@@ -257,3 +257,13 @@ def test_cuda_chunks_match_the_step_loop() -> None:
         net.set_output_membrane(labels[0].float().cuda())
     out_ref = torch.stack([ref32(x[t]) for t in range(K)])
     torch.testing.assert_close(fast32(x), out_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_train_stops_on_a_bad_engine_before_the_data(compose_train, tmp_path) -> None:
+    """trainer.engine is checked before the recording is read or simulated."""
+    from snnexp.commands.train import train as train_command
+
+    cfg = compose_train("trainer.engine=fastest", f"paths.data_dir={tmp_path / 'nodata'}")
+    with pytest.raises(ConfigError, match="'trainer.engine' = 'fastest'.*auto, native, torch"):
+        train_command(cfg)
+    assert not (tmp_path / "nodata").exists() or not any((tmp_path / "nodata").iterdir())

@@ -48,6 +48,7 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     validate_evaluate(ec)
     configure_threads(ec.trainer.num_threads)
     device = select_device(ec.trainer.device)
+    engine.resolve_backend(ec.trainer.engine, device)  # a bad value stops before any work
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
     tc = _train_config(ckpt, dict(ec.data or {}))
     validate_data(tc.data)

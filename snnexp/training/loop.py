@@ -106,6 +106,7 @@ class Trainer:
         seed_everything(cfg.seed)
         configure_threads(cfg.trainer.num_threads)
         self.device = dist.device_for(self.ctx, select_device(cfg.trainer.device))
+        engine.resolve_backend(cfg.trainer.engine, self.device)  # a bad value stops before the data
         self.data = build_data(cfg.data, seed=cfg.seed)
         self.net = build_network(cfg.model, cfg.norm, tuple(self.data.input_shape)).to(self.device)
         engine.prepare(self.net, cfg.trainer.engine)  # how the chunks run (trainer.engine)
