@@ -79,6 +79,7 @@ class EngineModule(nn.Module):
         return module
 
     def configure(self, native_kernels: bool, channels_last: bool | None) -> None:
+        """Use the native kernels (or PyTorch only) and this chunk layout."""
         self.native = native_kernels
         self.channels_last = channels_last
 
