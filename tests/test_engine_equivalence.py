@@ -267,3 +267,24 @@ def test_train_stops_on_a_bad_engine_before_the_data(compose_train, tmp_path) ->
     with pytest.raises(ConfigError, match="'trainer.engine' = 'fastest'.*auto, native, torch"):
         train_command(cfg)
     assert not (tmp_path / "nodata").exists() or not any((tmp_path / "nodata").iterdir())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_single_steps_run_the_plain_modules_bit_for_bit(backend: str) -> None:
+    """The step loop of a prepared network is the plain network's, bit for bit (float32,
+    training: outputs, gradients and BatchNorm statistics)."""
+    plain = make_net("sew").float().train()
+    fast = prepared(plain, backend)
+    frames, labels = data()
+    x, y = frames[:5].float(), labels[:6].float()
+    results = []
+    for net in (plain, fast):
+        net.reset_state()
+        net.set_output_membrane(y[0])
+        out = torch.stack([net(x[t]) for t in range(5)])
+        grads = torch.autograd.grad(((out - y[1:]) ** 2).mean(), list(net.parameters()))
+        results.append((out, grads, [b.clone() for b in net.buffers()]))
+    (out_a, grads_a, bufs_a), (out_b, grads_b, bufs_b) = results
+    assert torch.equal(out_a, out_b)
+    assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
+    assert all(torch.equal(a, b) for a, b in zip(bufs_a, bufs_b))
