@@ -47,7 +47,7 @@ def write_torchscript(step: StepModule, path: Path, options: dict[str, Any]) -> 
 def write_onnx(step: StepModule, path: Path, options: dict[str, Any]) -> None:
     """An ONNX graph (TorchScript-based exporter; opset ``options['opset']``)."""
     try:
-        import onnx  # noqa: F401  (the exporter needs it)
+        import onnx
     except ImportError:
         raise ConfigError("format=onnx needs the onnx package: pip install onnx onnxruntime "
                           "(or pip install 'snnexp[export]')") from None
@@ -57,7 +57,18 @@ def write_onnx(step: StepModule, path: Path, options: dict[str, Any]) -> None:
         torch.onnx.export(step, example_inputs(step), str(path), dynamo=False,
                           opset_version=int(options.get("opset", 17)),
                           input_names=["frame", *[f"state_{i}" for i in range(n)]],
-                          output_names=["y", *[f"next_state_{i}" for i in range(n)]])
+                          output_names=["y", *[f"next_state_{i}" for i in range(n)]],
+                          keep_initializers_as_inputs=True)
+    # The exporter's pass that merges equal initializers (e.g. norm weights still at 1) leaves
+    # nodes pointing at removed names, so it is skipped above; the weights are then moved out
+    # of the graph inputs here (constants again, as onnxruntime prefers).
+    graph = onnx.load(str(path))
+    weights = {t.name for t in graph.graph.initializer}
+    keep = [i for i in graph.graph.input if i.name not in weights]
+    del graph.graph.input[:]
+    graph.graph.input.extend(keep)
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(path))
 
 
 @register("nir", ".nir")
