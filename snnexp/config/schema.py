@@ -269,9 +269,10 @@ class ViewConfig:
     fps: float = 25.0  # video frames per second
     speed: float = 1.0  # recording seconds per video second
     scale: float = 2.0  # pixels per (downsampled) event-frame pixel
-    contrast: float = 3.0  # event count that reaches full colour
+    contrast: float = 2.0  # event count that reaches full colour
     progress: bool = True
     device: str = "cpu"
+    num_threads: int | None = None  # torch intra-op threads; None: all cores
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "view"
     debug: bool = False
