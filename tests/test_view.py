@@ -97,3 +97,14 @@ def test_view_refuses_bad_output_and_other_resolution(ckpt, sim_dir, tmp_path) -
         _view(tmp_path, f"ckpt={ckpt}", f"recording={other}", f"output={tmp_path / 'o.mp4'}")
     assert not (tmp_path / "o.mp4").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def test_evaluate_video_true_renders_the_test_sequence(ckpt, tmp_path) -> None:
+    from snnexp.commands.evaluate import evaluate
+
+    out = evaluate(compose("evaluate", [f"ckpt={ckpt}", f"paths.output_dir={tmp_path}",
+                                        "plots=false", "monitor=none", "video=true",
+                                        "trainer.progress=false", "trainer.num_threads=1"]))
+    assert [Path(v).name for v in out["videos"]] == ["video_0.mp4"]
+    steps = out["metrics"]["steps"] + 1  # the test sequence's windows (the first is the start)
+    assert len(_frames(tmp_path / "video_0.mp4")) == int(steps * 0.01 * 25)

@@ -230,6 +230,7 @@ class EvaluateConfig:
     monitor: str = "both"
     window: list[int] | None = None  # [start, end] step range reported as a window
     plots: bool = True
+    video: bool = False  # also render each test sequence as video_<n>.mp4 (as snnexp view)
     debug: bool = False
 
 
