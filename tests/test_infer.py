@@ -47,12 +47,13 @@ def _infer_file(model, path: Path, **kw):
         src.close()
 
 
-def test_infer_on_a_file_gives_one_row_per_window_with_the_step_models_angles(
-        model, sim_dir, one_torch_thread) -> None:
+@pytest.mark.parametrize("execution", ["chunk", "step"])
+def test_infer_on_a_file_gives_one_row_per_window_with_the_evaluation_angles(
+        execution, model, sim_dir, one_torch_thread) -> None:
     from snnexp.training.tbptt import run_sequence
 
     prep = _prepared(model, sim_dir)
-    res = _infer_file(model, recording(sim_dir))
+    res = _infer_file(model, recording(sim_dir), execution=execution)
     # the data pipeline's windows: same count, same end times, same IMU labels
     assert res.n_windows == prep.n_windows
     np.testing.assert_array_equal(res.t_end_us, prep.t_end)
@@ -60,11 +61,12 @@ def test_infer_on_a_file_gives_one_row_per_window_with_the_step_models_angles(
     frames = torch.from_numpy(np.asarray(prep.frames, dtype=np.float32))[:, None]
     labels = torch.from_numpy(prep.labels)[:, None]
     with torch.no_grad():
-        step = run_sequence(model.net, frames, labels, k=10, execution="step")
-    step_deg = model.target_map.to_degrees(step.preds[:, 0])
+        # evaluate's TBPTT routine over the whole recording, one window per call
+        ref = run_sequence(model.net, frames, labels, k=1, execution=execution)
+    ref_deg = model.target_map.to_degrees(ref.preds[:, 0])
     assert res.angle_deg[0] == pytest.approx(float(model.target_map.to_degrees(prep.labels[0])))
     np.testing.assert_array_equal(res.angle_deg[1:].astype(np.float32),
-                                  step_deg.astype(np.float32))
+                                  ref_deg.astype(np.float32))
     assert np.ptp(res.angle_deg) > 1.0  # the network moves the angle, it does not just hold it
     s = res.summary()
     assert s["windows"] == prep.n_windows and s["latency_p99_ms"] >= s["latency_p50_ms"] > 0

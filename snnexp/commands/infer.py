@@ -62,7 +62,8 @@ def infer(cfg: InferConfig | DictConfig) -> dict[str, Any]:
     progress = _progress(ic.progress, model.window_us)
     try:
         result = run_stream(model, source, realtime=ic.realtime, initial_angle=ic.initial_angle,
-                            duration_s=ic.duration_s, on_window=progress)
+                            duration_s=ic.duration_s, execution=ic.execution,
+                            on_window=progress)
     finally:
         source.close()
         if progress is not None:

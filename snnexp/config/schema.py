@@ -287,6 +287,7 @@ class InferConfig:
     realtime: bool = False  # a file is replayed at its own speed instead of as fast as possible
     initial_angle: float | None = None  # start angle (deg) for streams without IMU
     duration_s: float | None = None  # stop after this much stream time (None: until it ends)
+    execution: str = "chunk"  # chunk (engine kernels, K = 1) | step (per-step reference path)
     output: str | None = None  # CSV to write; None: <run dir>/predictions.csv
     overwrite: bool = False
     device: str = "cpu"

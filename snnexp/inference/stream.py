@@ -17,7 +17,7 @@ import numpy as np
 
 from snnexp.data.labels import imu_angles, labels_at
 from snnexp.data.recording import Events, ImuSamples
-from snnexp.errors import DataError
+from snnexp.errors import ConfigError, DataError
 from snnexp.inference.model import LoadedModel
 from snnexp.inference.slicer import WindowSlicer
 from snnexp.inference.sources import Source
@@ -92,10 +92,13 @@ class _Imu:
 
 def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
                initial_angle: float | None = None, duration_s: float | None = None,
+               execution: str = "chunk",
                on_window: Callable[[int, float], None] | None = None) -> StreamResult:
     """Run ``model`` on ``source`` until it ends (or ``duration_s`` of stream, or Ctrl-C).
 
     ``realtime`` paces a file at its own speed (live sources always arrive in real time).
+    ``execution`` ``chunk`` steps through the engine's fused kernels as a chunk of K = 1,
+    ``step`` through the per-step reference path (same equations; float32 rounding may differ).
     ``on_window(index, angle_deg)`` is called after every window (progress, display).
     """
     import torch
@@ -109,6 +112,11 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
     imu = _Imu(str(cfg.target), float(cfg.madgwick_gain))
     net = model.net
     device = next(net.parameters()).device
+    if execution not in ("chunk", "step"):
+        raise ConfigError(f"config key 'execution' = {execution!r} is invalid: allowed values "
+                          "are chunk, step (e.g. execution=chunk)")
+    forward = net.forward_step if execution == "step" else \
+        (lambda x: net.forward_chunk(x[None])[0])
     t_end: list[int] = []
     angles: list[float] = []
     latency: list[float] = []
@@ -137,7 +145,7 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
         else:
             t0 = time.perf_counter()
             x = torch.from_numpy(frame.astype(np.float32))[None].to(device)
-            y = float(net.forward_step(x)[0])
+            y = float(forward(x)[0])
             lat = time.perf_counter() - t0
         t_end.append(end)
         angles.append(float(model.target_map.to_degrees(y)))
@@ -202,4 +210,5 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
                         label_deg=labels, wall_s=wall, window_us=model.window_us,
                         initial="imu" if use_imu else "initial_angle", interrupted=interrupted,
                         info={"source": source.name, "camera": source.camera_name,
+                              "execution": execution,
                               "resolution": [source.width, source.height]})
