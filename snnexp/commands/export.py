@@ -36,7 +36,7 @@ def export(cfg: ExportConfig | DictConfig) -> dict[str, Any]:
     step = StepModule(model.net)
     meta = metadata(step, model, ec.format)
     with atomic_path(out) as tmp:
-        writer(step, tmp, {"opset": ec.opset})
+        writer(step, tmp, {"opset": ec.opset, "window_us": model.window_us})
         with atomic_path(meta_path) as tmp_meta:
             tmp_meta.write_text(json.dumps(meta, indent=1))
     return {"output": str(out), "metadata": str(meta_path), "meta": meta}

@@ -76,4 +76,4 @@ def write_nir(step: StepModule, path: Path, options: dict[str, Any]) -> None:
     """A NIR graph, where the network can be expressed in NIR's primitives."""
     from snnexp.export.nir import write_nir_graph
 
-    write_nir_graph(step, path)
+    write_nir_graph(step, path, dt=float(options["window_us"]) * 1e-6)
