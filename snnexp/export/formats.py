@@ -74,6 +74,11 @@ def write_onnx(step: StepModule, path: Path, options: dict[str, Any]) -> None:
 @register("nir", ".nir")
 def write_nir(step: StepModule, path: Path, options: dict[str, Any]) -> None:
     """A NIR graph, where the network can be expressed in NIR's primitives."""
+    try:
+        import nir  # noqa: F401
+    except ImportError:
+        raise ConfigError("format=nir needs the nir package: pip install nir (or pip install "
+                          "'snnexp[export]')") from None
     from snnexp.export.nir import write_nir_graph
 
     write_nir_graph(step, path, dt=float(options["window_us"]) * 1e-6)
