@@ -176,7 +176,7 @@ def test_unreachable_stream_and_missing_camera_are_one_line_errors() -> None:
     assert "\n" not in str(err.value) and time.perf_counter() - t0 < 10
     with pytest.raises(DataError, match="no camera connected: plug in"):
         open_source("camera")
-    for bad in ("tcp://nohost", "udp://1.2.3.4:5"):
+    for bad in ("tcp://nohost", "udp://1.2.3.4:5", "/no/such/rec.aedat4"):
         with pytest.raises(DataError, match="source=") as err:
             open_source(bad)
 

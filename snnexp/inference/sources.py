@@ -189,4 +189,8 @@ def open_source(source: str, serial: str | None = None) -> Source:
     if "://" in text:
         raise DataError(f"source={text}: unknown stream scheme; use PATH.aedat4, camera or "
                         "tcp://HOST:PORT")
-    return FileSource(Path(text).expanduser())
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise DataError(f"source={text} does not exist: pass an AEDAT4 recording, camera or "
+                        "tcp://HOST:PORT")
+    return FileSource(path)
