@@ -140,7 +140,7 @@ def render_video(recording: Path, output: Path, *, model: Any = None, data: Any 
                             net.set_output_membrane(torch.tensor([y], dtype=torch.float32))
                         else:
                             x = torch.from_numpy(frame.astype(np.float32))[None]
-                            y = float(net.forward_step(x)[0])
+                            y = float(net.forward_chunk(x[None])[0, 0])  # engine, K = 1
                         pred = float(tmap.to_degrees(y))
                     for _ in range(shows.get(index, 0)):
                         t_s = (index + 1) * window_us * 1e-6
