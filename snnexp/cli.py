@@ -25,10 +25,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "write the built-in simulated recording as an AEDAT4 file"),
     "summarize": ("snnexp.commands.summarize", "summarize_command",
                   "table, CSV and chart of a sweep's results"),
+    "view": ("snnexp.commands.view", "view_command",
+             "render a recording (and a checkpoint's predictions) as a video"),
+    "infer": ("snnexp.commands.infer", "infer_command",
+              "run a checkpoint on a file, camera or network stream, one step per window"),
+    "export": ("snnexp.commands.export", "export_command",
+               "export a checkpoint as a per-step TorchScript / ONNX / NIR model"),
 }
 
 # Commands that run the network: they get the allocator settings below.
-_HEAVY = {"train", "evaluate"}
+_HEAVY = {"train", "evaluate", "infer", "view"}
 
 # glibc keeps freed memory instead of returning it to the OS (and faulting it in again on
 # every large allocation): several times faster for the large activations of a chunked SNN.

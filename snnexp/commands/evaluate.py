@@ -68,8 +68,42 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
                                      transient=tc.trainer.transient, monitor=ec.monitor,
                                      execution=tc.trainer.execution, window=ec.window,
                                      plots=ec.plots)
+    videos = _videos(ec, tc, data, out_dir) if ec.video else []
     return {"metrics": result.metrics, "plots": {k: str(v) for k, v in result.plots.items()},
-            "predictions": str(result.predictions_csv), "output_dir": str(out_dir)}
+            "predictions": str(result.predictions_csv), "output_dir": str(out_dir),
+            "videos": [str(v) for v in videos]}
+
+
+def _videos(ec: EvaluateConfig, tc: TrainConfig, data: Any, out_dir: Path) -> list[Path]:
+    """Each test sequence as a video (snnexp view's rendering; the network starts at the
+    sequence's first label, as in the evaluation), logged to W&B when the logger is on."""
+    from snnexp.commands.view import render_video
+    from snnexp.inference.model import load_model
+
+    model = load_model(ec.ckpt)
+    window_s = tc.data.window_us * 1e-6
+    videos = []
+    for n, ref in enumerate(data.test_refs):
+        prep = data.prepared[ref.recording]
+        path = out_dir / f"video_{n}.mp4"
+        render_video(prep.path, path, model=model,
+                     start_s=(tc.data.trim_start + ref.start) * window_s,
+                     duration_s=ref.length * window_s, progress=ec.trainer.progress)
+        videos.append(path)
+    if ec.logger.name == "wandb" and ec.logger.wandb.mode != "disabled":
+        from snnexp.training.loggers import ExperimentLogger
+
+        logger = ExperimentLogger(ec.logger, out_dir, f"evaluate-{Path(ec.ckpt).stem}",
+                                  {"ckpt": str(ec.ckpt)})
+        try:
+            if logger.run is not None:
+                import wandb
+
+                logger.run.log({f"eval/video_{n}": wandb.Video(str(p), format="mp4")
+                                for n, p in enumerate(videos)})
+        finally:
+            logger.finish()
+    return videos
 
 
 def evaluate_command(cfg: DictConfig) -> float:
@@ -77,6 +111,7 @@ def evaluate_command(cfg: DictConfig) -> float:
     m = out["metrics"]
     print(json.dumps({k: m[k] for k in ("mse", "rel", "mae_deg", "std_deg", "max_deg",
                                         "baseline_mae_deg")}, indent=1))
+    videos = f" and {len(out['videos'])} videos" if out["videos"] else ""
     print(f"wrote {Path(out['output_dir']) / 'metrics.json'}, {out['predictions']} and "
-          f"{len(out['plots'])} plots")
+          f"{len(out['plots'])} plots{videos}")
     return float(m["mse"])

@@ -231,6 +231,7 @@ class EvaluateConfig:
     monitor: str = "both"
     window: list[int] | None = None  # [start, end] step range reported as a window
     plots: bool = True
+    video: bool = False  # also render each test sequence as video_<n>.mp4 (as snnexp view)
     debug: bool = False
 
 
@@ -251,4 +252,60 @@ class SummarizeConfig:
     sort_by: str = "val/mse_best"
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "summarize"
+    debug: bool = False
+
+
+# --------------------------------------------------------------------------- view / infer / export
+EXPORT_FORMATS = ("torchscript", "onnx", "nir")
+
+
+@dataclass
+class ViewConfig:
+    recording: str | None = None  # AEDAT4 file to render (None: data.paths[0] of data / ckpt)
+    ckpt: str | None = None  # with a checkpoint: predicted horizon, angle and a strip chart
+    data: DataConfig = field(default_factory=DataConfig)
+    output: str | None = None  # video file (.mp4 or .gif); None: <run dir>/video.mp4
+    overwrite: bool = False
+    start_s: float = 0.0  # first second of the recording shown
+    duration_s: float | None = None  # seconds shown (None: to the end)
+    fps: float = 25.0  # video frames per second
+    speed: float = 1.0  # recording seconds per video second
+    scale: float = 2.0  # pixels per (downsampled) event-frame pixel
+    contrast: float = 2.0  # event count that reaches full colour
+    progress: bool = True
+    device: str = "cpu"
+    num_threads: int | None = None  # torch intra-op threads; None: all cores
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    task_name: str = "view"
+    debug: bool = False
+
+
+@dataclass
+class InferConfig:
+    ckpt: str = "???"  # checkpoint (best.pt) whose network runs on the stream
+    source: str = "???"  # PATH.aedat4 | camera | tcp://HOST:PORT
+    camera_serial: str | None = None  # source=camera: open this camera (None: the first one)
+    realtime: bool = False  # a file is replayed at its own speed instead of as fast as possible
+    initial_angle: float | None = None  # start angle (deg) for streams without IMU
+    duration_s: float | None = None  # stop after this much stream time (None: until it ends)
+    execution: str = "chunk"  # chunk (engine kernels, K = 1) | step (per-step reference path)
+    output: str | None = None  # CSV to write; None: <run dir>/predictions.csv
+    overwrite: bool = False
+    device: str = "cpu"
+    num_threads: int | None = None  # torch intra-op threads; None: all cores
+    progress: bool = True
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    task_name: str = "infer"
+    debug: bool = False
+
+
+@dataclass
+class ExportConfig:
+    ckpt: str = "???"  # checkpoint (best.pt) to export
+    format: str = "onnx"  # torchscript | onnx | nir
+    output: str | None = None  # exported file; None: <run dir>/model.<pt|onnx|nir>
+    overwrite: bool = False
+    opset: int = 17  # ONNX opset
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    task_name: str = "export"
     debug: bool = False

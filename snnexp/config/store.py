@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
-from snnexp.config.schema import EvaluateConfig, SimulateConfig, SummarizeConfig, TrainConfig
+from snnexp.config.schema import (
+    EvaluateConfig,
+    ExportConfig,
+    InferConfig,
+    SimulateConfig,
+    SummarizeConfig,
+    TrainConfig,
+    ViewConfig,
+)
 
 # Primary configs (conf/train.yaml, ...) list these first in their defaults, so every group
 # option and command-line override is merged into a typed node: an unknown key or a value of
@@ -14,6 +22,9 @@ SCHEMAS = {
     "evaluate_schema": EvaluateConfig,
     "simulate_schema": SimulateConfig,
     "summarize_schema": SummarizeConfig,
+    "view_schema": ViewConfig,
+    "infer_schema": InferConfig,
+    "export_schema": ExportConfig,
 }
 
 

@@ -1,0 +1,1 @@
+"""Looking at recordings: event frames, labels and predictions rendered as video."""
