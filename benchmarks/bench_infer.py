@@ -76,7 +76,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="snnexp-bench-infer-") as tmp:
         rec = simulate_recording(SimConfig(duration_s=args.seconds, width=346, height=260,
                                            seed=3), Path(tmp) / "rec.aedat4")
-        model = load_model(_checkpoint(rec, Path(tmp)))
+        model = load_model(_checkpoint(rec, Path(tmp)), engine="auto")
         combos = [(e, t) for e in ("chunk", "step") for t in threads]
         runs: dict[str, list[dict[str, Any]]] = {f"{e}/{t}": [] for e, t in combos}
         for rep in range(args.reps):

@@ -27,7 +27,7 @@ def model(ckpt: Path):
     from snnexp.inference.model import load_model
 
     torch.set_num_threads(1)
-    return load_model(ckpt)
+    return load_model(ckpt, engine="auto")
 
 
 def _prepared(model, sim_dir: Path):

@@ -57,7 +57,7 @@ def infer(cfg: InferConfig | DictConfig) -> dict[str, Any]:
     csv_path, summary_path = _outputs(ic)
     refuse_existing([csv_path, summary_path], ic.overwrite)
     configure_threads(ic.num_threads)
-    model = load_model(ic.ckpt, ic.device)
+    model = load_model(ic.ckpt, ic.device, ic.engine)
     source = open_source(ic.source, ic.camera_serial)
     progress = _progress(ic.progress, model.window_us)
     try:

@@ -176,7 +176,7 @@ def view(cfg: ViewConfig | DictConfig) -> dict[str, Any]:
     if vc.ckpt:
         from snnexp.inference.model import load_model
 
-        model = load_model(vc.ckpt, vc.device)
+        model = load_model(vc.ckpt, vc.device, vc.engine)
         data = model.config.data
     return render_video(_recording(vc, data), out, model=model, data=data, start_s=vc.start_s,
                         duration_s=vc.duration_s, fps=vc.fps, speed=vc.speed, scale=vc.scale,

@@ -273,6 +273,7 @@ class ViewConfig:
     scale: float = 2.0  # pixels per (downsampled) event-frame pixel
     contrast: float = 2.0  # event count that reaches full colour
     progress: bool = True
+    engine: str = "auto"  # auto | native | torch: how the network runs (trainer.engine)
     device: str = "cpu"
     num_threads: int | None = None  # torch intra-op threads; None: all cores
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -289,6 +290,7 @@ class InferConfig:
     initial_angle: float | None = None  # start angle (deg) for streams without IMU
     duration_s: float | None = None  # stop after this much stream time (None: until it ends)
     execution: str = "chunk"  # chunk (engine kernels, K = 1) | step (per-step reference path)
+    engine: str = "auto"  # auto | native | torch: how the chunk path runs (trainer.engine)
     output: str | None = None  # CSV to write; None: <run dir>/predictions.csv
     overwrite: bool = False
     device: str = "cpu"

@@ -43,8 +43,11 @@ class LoadedModel:
         return float(self.target_map.to_target(math.radians(float(angle_deg))))
 
 
-def load_model(ckpt: str | Path, device: str = "cpu") -> LoadedModel:
+def load_model(ckpt: str | Path, device: str = "cpu", engine: str | None = None) -> LoadedModel:
     """Load ``ckpt`` (best.pt / last.pt / best_weights.pt) and rebuild its network in eval mode.
+
+    ``engine`` (auto | native | torch) prepares the network for that backend; None keeps the
+    plain model (export traces the plain modules).
 
     Anything that is not an snnexp regression checkpoint, or whose weights do not fit the
     network its config describes, is a one-line CheckpointError.
@@ -75,6 +78,10 @@ def load_model(ckpt: str | Path, device: str = "cpu") -> LoadedModel:
             "(another architecture or snnexp version): use a checkpoint written by this snnexp "
             "version's `snnexp train`") from None
     net = net.to(device=torch.device(device), dtype=torch.float32).eval()
+    if engine is not None:
+        from snnexp import engine as engines
+
+        engines.prepare(net, engine)
     recs = data.get("recordings") or []
     sensor = (int(recs[0]["width"]), int(recs[0]["height"])) if recs and "width" in recs[0] \
         else None
