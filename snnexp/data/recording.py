@@ -209,9 +209,12 @@ def _dv_message(exc: BaseException) -> str:
 
 def check_path(path: Path) -> None:
     """The recording path names an existing file (not a directory); else a one-line DataError."""
+    if os.path.islink(path) and not path.exists():
+        raise DataError(f"recording {path} is a broken symbolic link or a link loop: point "
+                        "data.paths at the recording itself")
     if not path.exists():
-        raise DataError(f"recording {path} does not exist: check data.paths (or set "
-                        "data.simulate_missing=true to simulate a recording there)")
+        raise DataError(f"recording {path} does not exist: check data.paths (only the built-in "
+                        "recordings, data.paths=[builtin:SEED], are simulated when missing)")
     if path.is_dir():
         raise DataError(f"recording {path} is a directory: list the .aedat4 files inside it in "
                         "data.paths")
@@ -303,6 +306,7 @@ class RecordingReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._alias = _AedatAlias(path)  # dv-processing insists on the .aedat4 suffix
         self._reader = self._open()
         names = list(self._reader.getStreamNames())
         self.stream_names = names
@@ -314,7 +318,7 @@ class RecordingReader:
 
     def _open(self) -> Any:
         try:
-            return _dv().io.MonoCameraRecording(str(self.path))
+            return _dv().io.MonoCameraRecording(str(self._alias.path))
         except RuntimeError as e:
             raise _truncated(self.path, _dv_message(e)) from None
 
@@ -365,7 +369,7 @@ class RecordingReader:
         if self.imu_stream is None:
             return ImuSamples.empty()
         reader = self._open()
-        rows: list[tuple] = []
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
         while True:
             try:
                 batch = reader.getNextImuBatch(self.imu_stream)
@@ -373,16 +377,49 @@ class RecordingReader:
                 raise _truncated(self.path, _dv_message(e)) from None
             if batch is None:
                 break
-            rows.extend((m.timestamp, m.accelerometerX, m.accelerometerY, m.accelerometerZ,
-                         m.gyroscopeX, m.gyroscopeY, m.gyroscopeZ) for m in batch)
-        if not rows:
+            if len(batch):  # one small array per packet: memory stays ~28 bytes per sample
+                t = np.fromiter((m.timestamp for m in batch), np.int64, len(batch))
+                vals = np.array([(m.accelerometerX, m.accelerometerY, m.accelerometerZ,
+                                  m.gyroscopeX, m.gyroscopeY, m.gyroscopeZ) for m in batch],
+                                dtype=np.float32)  # exact: stored as float32
+                parts.append((t, vals))
+        if not parts:
             return ImuSamples.empty()
-        t = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        vals = np.array([r[1:] for r in rows], dtype=np.float32)  # exact: stored as float32
+        t = np.concatenate([p[0] for p in parts])
+        vals = np.concatenate([p[1] for p in parts])
         return ImuSamples(t, vals[:, :3], vals[:, 3:])
 
     def close(self) -> None:
         self._reader = None
+        self._alias.close()
+
+
+class _AedatAlias:
+    """The path dv-processing may open for ``path``: itself when it ends in .aedat4, else a
+    symbolic link named .aedat4 in a private temporary folder (the content decides, not the
+    name: a recording named .bin is read like any other)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._dir: str | None = None
+        if self.path.suffix != ".aedat4":
+            self._dir = tempfile.mkdtemp(prefix="snnexp-aedat4-")
+            link = Path(self._dir) / "recording.aedat4"
+            os.symlink(os.path.abspath(path), link)
+            self.path = link
+
+    def close(self) -> None:
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> _AedatAlias:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager
@@ -548,8 +585,8 @@ def check_decodable(path: str | os.PathLike, stall_s: float = 30.0) -> None:
     path = Path(path)
     _check_file(path)
     fix = "copy or export it again from the original"
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(path)],
+    with tempfile.TemporaryFile() as err, _AedatAlias(path) as alias:
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(alias.path)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         progress: queue.Queue[bytes] = queue.Queue()
 
