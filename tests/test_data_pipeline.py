@@ -214,7 +214,7 @@ def test_too_short_recordings(sim_file: Path, tmp_path: Path) -> None:
         build_data(cfg)
     msg = str(err.value)
     n = prepare_recording(sim_file, cfg).n_windows
-    assert f"has {n} windows" in msg and "lower data.seq_length to at most" in msg
+    assert f"has {n})" in msg and "lower data.seq_length to at most" in msg
     assert str(sim_file) in msg and "\n" not in msg
     assert build_data(cfg, require_sequences=False).num_val_sequences == 0  # for evaluation
     with pytest.raises(DataError, match="data.trim_start=300 and data.trim_end=300"):

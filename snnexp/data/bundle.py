@@ -256,15 +256,18 @@ def _warm_up(data: DataBundle) -> None:
 
 def _too_short(data: DataBundle, train: list[tuple[int, int, int]],
                val: list[tuple[int, int, int]], cfg: DataConfig) -> DataError:
-    most_train = max((hi - lo for _, lo, hi in train), default=0)
-    most_val = max((hi - lo for _, lo, hi in val), default=0)
     part = "training" if data.num_train_sequences == 0 else "validation"
-    most = min(most_train, most_val) if val else most_train
-    longest = max(data.prepared, key=lambda p: p.n_windows)
+    segments = train if part == "training" else val
+    most = max((hi - lo for _, lo, hi in segments), default=0)
+    if most == 0:
+        what = "data.paths" if part == "training" else "data.val_paths"
+        return DataError(f"no {part} windows at data.split={list(cfg.split)} and "
+                         f"data.split_by={getattr(cfg, 'split_by', 'time')}: give {part} "
+                         f"recordings ({what}) or a non-zero {part} fraction in data.split")
     fix = (f"lower data.seq_length to at most {most} or use longer recordings" if most >= 2
            else "use longer recordings, a shorter data.window_us or smaller trims")
-    return DataError(f"no {part} sequence: the longest recording {longest.path} has "
-                     f"{longest.n_windows} windows; the longest {part} part holds "
-                     f"{most_train if part == 'training' else most_val} windows at "
+    longest = max(data.prepared, key=lambda p: p.n_windows)
+    return DataError(f"no {part} sequence: the longest {part} part holds {most} windows (the "
+                     f"longest recording, {longest.path}, has {longest.n_windows}) at "
                      f"data.split={list(cfg.split)}, fewer than one sequence of "
                      f"data.seq_length={cfg.seq_length}; {fix}")
