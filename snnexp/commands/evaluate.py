@@ -22,7 +22,8 @@ def _train_config(ckpt: dict[str, Any], data_overrides: dict[str, Any]) -> Train
     stored = dict(ckpt["config"])
     stored.pop("paths", None)  # resolved paths of the training run; not needed here
     data = dict(stored.get("data", {}))
-    overrides = dict(data_overrides)
+    data.pop("simulate_missing", None)  # older checkpoints (a key that no longer exists)
+    overrides = {k: v for k, v in data_overrides.items() if v is not None}
     if "path" in overrides:  # data.path=FILE is a shortcut for data.paths=[FILE]
         overrides["paths"] = [overrides.pop("path")]
     if "paths" in overrides:  # other recordings: the run's held-out lists do not apply

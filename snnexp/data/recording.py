@@ -19,7 +19,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -497,25 +497,33 @@ def _check_writable(events: Events | None, imu: ImuSamples | None, width: int | 
         raise ValueError("IMU samples must be sorted by timestamp to be written")
 
 
-def _write_streams(tmp: Path, camera_name: str, events: Events | None, imu: ImuSamples | None,
-                   width: int | None, height: int | None, fast: bool) -> None:
-    """Write with dv's MonoCameraWriter, event and IMU packets interleaved in time order."""
+def _write_streams(tmp: Path, camera_name: str, event_chunks: Iterable[Events] | None,
+                   imu: ImuSamples | None, width: int | None, height: int | None,
+                   fast: bool) -> None:
+    """Write with dv's MonoCameraWriter, event and IMU packets interleaved in time order; the
+    events come chunk by chunk (each checked, and in time order across chunks)."""
     dv = _dv()
     config = dv.io.MonoCameraWriter.Config(camera_name)
-    if events is not None:
+    if event_chunks is not None:
         config.addEventStream((int(width), int(height)))
     if imu is not None:
         config.addImuStream()
     writer = dv.io.MonoCameraWriter(str(tmp), config)
     written = 0  # IMU samples written so far
-    for a in range(0, len(events) if events is not None else 0, PACKET_EVENTS):
-        chunk = events[a:a + PACKET_EVENTS]
-        if imu is not None:  # the IMU samples up to this packet's last event go first
-            until = int(np.searchsorted(imu.t, chunk.t[-1], side="right"))
-            for b in range(written, until, PACKET_IMU):
-                writer.writeImuPacket(_imu_packet(imu[b:min(b + PACKET_IMU, until)]))
-            written = max(written, until)
-        writer.writeEvents(event_packet(chunk, fast=fast))
+    last_t = None
+    for events in event_chunks if event_chunks is not None else ():
+        _check_writable(events, None, width, height)
+        if len(events) and last_t is not None and int(events.t[0]) < last_t:
+            raise ValueError("events must be sorted by timestamp to be written")
+        for a in range(0, len(events), PACKET_EVENTS):
+            chunk = events[a:a + PACKET_EVENTS]
+            if imu is not None:  # the IMU samples up to this packet's last event go first
+                until = int(np.searchsorted(imu.t, chunk.t[-1], side="right"))
+                for b in range(written, until, PACKET_IMU):
+                    writer.writeImuPacket(_imu_packet(imu[b:min(b + PACKET_IMU, until)]))
+                written = max(written, until)
+            writer.writeEvents(event_packet(chunk, fast=fast))
+        last_t = int(events.t[-1]) if len(events) else last_t
     if imu is not None:
         for b in range(written, len(imu), PACKET_IMU):
             writer.writeImuPacket(_imu_packet(imu[b:b + PACKET_IMU]))
@@ -525,10 +533,12 @@ def _write_streams(tmp: Path, camera_name: str, events: Events | None, imu: ImuS
 def write_recording(path: str | os.PathLike, rec: Recording | None = None, *,
                     events: Events | None = None, imu: ImuSamples | None = None,
                     width: int | None = None, height: int | None = None,
-                    camera_name: str | None = None, fast: bool = True) -> Path:
+                    camera_name: str | None = None, fast: bool = True,
+                    event_chunks: Iterable[Events] | None = None) -> Path:
     """Write an AEDAT4 file with dv-processing's writer, atomically (a temporary file in the same
-    folder, renamed at the end). Streams given as None are left out of the file. Returns
-    ``path``."""
+    folder, renamed at the end). Streams given as None are left out of the file; the events
+    may come as ``event_chunks`` in time order instead (a long recording, never all in memory).
+    Returns ``path``."""
     path = Path(path)
     if rec is not None:
         events = rec.events if events is None else events
@@ -537,11 +547,16 @@ def write_recording(path: str | os.PathLike, rec: Recording | None = None, *,
         height = rec.height if height is None else height
         camera_name = rec.camera_name if camera_name is None else camera_name
     _check_writable(events, imu, width, height)
+    if event_chunks is None and events is not None:
+        event_chunks = [events]
+    if event_chunks is not None and (width is None or height is None):
+        raise ValueError("writing events needs the sensor width and height")
     path.parent.mkdir(parents=True, exist_ok=True)
     # dv's writer insists on the .aedat4 suffix
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.aedat4")
     try:
-        _write_streams(tmp, camera_name or DEFAULT_CAMERA, events, imu, width, height, fast)
+        _write_streams(tmp, camera_name or DEFAULT_CAMERA, event_chunks, imu, width, height,
+                       fast)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
