@@ -235,3 +235,36 @@ def test_training_batches_from_workers_equal_in_process_ones(rec: Path, tmp_path
     assert len(from_workers) == len(in_process) > 2
     for (f1, l1), (f2, l2) in zip(from_workers, in_process):
         assert f1.equal(f2) and l1.equal(l2)
+
+
+def test_simulate_writes_the_builtin_recordings_train_uses(tmp_path: Path) -> None:
+    from hydra import compose, initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    from snnexp.commands.simulate import simulate
+    from snnexp.config.store import register_schemas
+    from snnexp.data.sources import builtin_path
+    from snnexp.errors import ConfigError
+
+    register_schemas()
+    GlobalHydra.instance().clear()
+    small = ["data.sim.duration_s=1.0", "data.sim.width=32", "data.sim.height=24",
+             f"paths.data_dir={tmp_path}", "data.paths=[builtin:3]", "data.val_paths=[]",
+             "data.test_paths=[builtin:4]", f"paths.output_dir={tmp_path / 'o'}",
+             f"paths.log_dir={tmp_path / 'l'}"]
+    with initialize_config_module(config_module="snnexp.conf", version_base="1.3"):
+        cfg = compose("simulate", overrides=small)
+        train_cfg = compose("train", overrides=small)
+        out = compose("simulate", overrides=[*small, f"output={tmp_path}", "overwrite=true"])
+    GlobalHydra.instance().clear()
+    from snnexp.config.schema import TrainConfig
+    from snnexp.config.validate import to_schema
+
+    data = to_schema(train_cfg, TrainConfig).data
+    written = simulate(cfg)
+    assert written == [builtin_path(data, 3), builtin_path(data, 4)]  # what train reads
+    assert simulate(cfg) == []  # there already
+    with pytest.raises(ConfigError) as err:
+        simulate(out)
+    assert "is a directory" in one_line(err) and "output=" in str(err.value)
+

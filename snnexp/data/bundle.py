@@ -230,11 +230,8 @@ def build_bundle(cfg: DataConfig, seed: int = 0, *, require_sequences: bool = Tr
         train_seg.append((i, a, b))
         val_seg.append((i, c, d))
         test.append(TestPart(i, e, g, WITHIN, p.path.name))
-    for p in roles["val"]:
-        if trained is not None and p.meta["sha256"] not in trained:
-            test.append(TestPart(index[id(p)], 0, p.n_windows, HELD_OUT, p.path.name))
-        else:
-            val_seg.append((index[id(p)], 0, p.n_windows))
+    for p in roles["val"]:  # model selection, never a test (evaluation too)
+        val_seg.append((index[id(p)], 0, p.n_windows))
     for p in roles["test"]:
         test.append(TestPart(index[id(p)], 0, p.n_windows, HELD_OUT, p.path.name))
     aug = Augment.from_config(getattr(cfg, "augment", None))
