@@ -55,5 +55,13 @@ def make_checkpoint(out: Path, sim_dir: Path, *overrides: str, gain: float = 2.5
 
 
 def recording(sim_dir: Path) -> Path:
-    """The session's tiny simulated recording (written by make_checkpoint's build_data)."""
-    return sim_dir / "simulated_davis346.aedat4"
+    """The session's tiny built-in training recording (simulated by make_checkpoint's
+    build_data): TINY's first ``builtin:SEED`` entry."""
+    from snnexp.config.schema import TrainConfig
+    from snnexp.config.validate import to_schema
+    from snnexp.data import sources
+
+    cfg = compose("train", [f"paths.data_dir={sim_dir}", f"paths.output_dir={sim_dir}",
+                            f"paths.log_dir={sim_dir}", *TINY])
+    data = to_schema(cfg, TrainConfig).data
+    return sources.expand([str(data.paths[0])], data, "data.paths")[0][0]

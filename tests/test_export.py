@@ -27,7 +27,7 @@ def frames(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 
     model = load_model(make_checkpoint(tmp_path_factory.mktemp("c"), sim_dir))
     prep = prepare_recording(recording(sim_dir), model.config.data)
-    return (torch.from_numpy(np.asarray(prep.frames[100:300], dtype=np.float32)),
+    return (torch.from_numpy(np.asarray(prep.frames(100, 300), dtype=np.float32)),
             torch.from_numpy(prep.labels[100:300]))
 
 

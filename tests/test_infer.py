@@ -58,7 +58,7 @@ def test_infer_on_a_file_gives_one_row_per_window_with_the_evaluation_angles(
     assert res.n_windows == prep.n_windows
     np.testing.assert_array_equal(res.t_end_us, prep.t_end)
     np.testing.assert_allclose(res.label_deg, np.degrees(prep.angles), atol=1e-9)
-    frames = torch.from_numpy(np.asarray(prep.frames, dtype=np.float32))[:, None]
+    frames = torch.from_numpy(np.asarray(prep.frames(), dtype=np.float32))[:, None]
     labels = torch.from_numpy(prep.labels)[:, None]
     with torch.no_grad():
         # evaluate's TBPTT routine over the whole recording, one window per call

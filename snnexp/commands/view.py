@@ -29,17 +29,16 @@ def _check(vc: ViewConfig) -> None:
 
 
 def _recording(vc: ViewConfig, data: Any) -> Path:
-    """The file to show: ``recording=``, else the data settings' first path (simulated first
-    if it is the missing built-in recording)."""
+    """The file to show: ``recording=``, else the data settings' first recording (a built-in
+    ``builtin:SEED`` entry is simulated first if missing; a user path never is)."""
+    from snnexp.data import sources
+
     if vc.recording:
         return Path(vc.recording).expanduser()
     if not data.paths:
         raise ConfigError("no recording to show: pass recording=PATH.aedat4")
-    path = Path(str(data.paths[0])).expanduser()
-    if not path.exists() and data.simulate_missing:
-        from snnexp.data.simulate import simulate_recording
-
-        simulate_recording(data.sim, path)
+    path, sim = sources.expand([str(data.paths[0])], data, "data.paths")[0]
+    sources.ensure_builtin(path, sim)
     return path
 
 
