@@ -319,11 +319,14 @@ def test_fused_stem_float32_and_network_use(kernel_calls: list[str]) -> None:
     assert "conv_lif" not in kernel_calls
 
 
-def test_build_without_openmp_gives_the_same_results(monkeypatch) -> None:
+def test_build_without_openmp_gives_the_same_results(monkeypatch,
+                                                      kernel_path: str) -> None:
     """A compiler without OpenMP (e.g. Apple clang) gets the serial build of the same kernels:
     it loads, and a chunk split over two parts gives the OpenMP build's result bit for bit."""
     from snnexp.engine import functions
 
+    if kernel_path != "native":
+        pytest.skip("the serial build does not depend on the path: tested with native only")
     serial = native.open_library(native.build(native.march(), openmp=False))
     norm, sn = _modules(torch.float32)
     norm.eval()
