@@ -164,9 +164,12 @@ def main() -> None:
                         help="-march values of the kernel paths to measure, comma-separated")
     parser.add_argument("--torch-isa", choices=("match", "native"), default="match",
                         help="limit PyTorch's kernels to each path's instruction set")
+    parser.add_argument("--blocks", default="sew,plain,spiking", help="block types to time")
+    parser.add_argument("--loss-blocks", default="sew", help="blocks for the loss curves "
+                        "(first path only; empty: none)")
     args = parser.parse_args()
     reps = 1 if args.quick else args.reps
-    engine_args = ["--reps", str(reps)]
+    engine_args = ["--reps", str(reps), "--blocks", args.blocks]
     if args.quick:
         engine_args += ["--blocks", "sew", "--chunks", "1", "--loss-chunks", "3",
                         "--loss-seeds", "1"]
@@ -175,7 +178,7 @@ def main() -> None:
         raise SystemExit("no kernel path could be built (is a C++ compiler installed?)")
     engines = []
     for i, (march, isa) in enumerate(paths):
-        extra = [] if i == 0 else ["--loss-blocks", ""]  # loss curves: the first path only
+        extra = ["--loss-blocks", args.loss_blocks if i == 0 else ""]  # first path only
         engines.append(engine_run(march, isa, [*engine_args, *extra], args.torch_isa))
     data = None
     if not args.no_data:
