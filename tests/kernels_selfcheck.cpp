@@ -22,6 +22,20 @@ void report(const char* name, double worst) {
   std::printf("%-44s %s (max |diff| %g)\n", name, worst == 0 ? "ok" : "MISMATCH", worst);
   if (worst != 0) ++failures;
 }
+// One output value of a naive convolution: the sum over input channels and taps of
+// xv(ci, iy, ix) * wv(ci, r, d), zero padding.
+template <typename X, typename Wt>
+double conv_at(X&& xv, Wt&& wv, int64_t Cin, int64_t H, int64_t W, int64_t k, int64_t s,
+               int64_t pad, int64_t oy, int64_t ox) {
+  double a = 0;
+  for (int64_t ci = 0; ci < Cin; ++ci)
+    for (int64_t r = 0; r < k; ++r)
+      for (int64_t d = 0; d < k; ++d) {
+        const int64_t iy = oy * s + r - pad, ix = ox * s + d - pad;
+        if (iy >= 0 && iy < H && ix >= 0 && ix < W) a += xv(ci, iy, ix) * wv(ci, r, d);
+      }
+  return a;
+}
 double lif(double& v, double y, bool hard) {  // the header's neuron, tau 2, thr 1, v_reset 0
   const double h = v + (y - (v - 0.0)) / 2.0;
   const double s = h >= 1.0 ? 1.0 : 0.0;
@@ -101,14 +115,10 @@ void check_spike_conv(int64_t Cin, int64_t C, int64_t s, bool cl) {
     for (int64_t oy = 0; oy < Ho; ++oy)
       for (int64_t ox = 0; ox < Wo; ++ox)
         for (int64_t c = 0; c < C; ++c) {
-          double a = 0;
-          for (int64_t r = 0; r < k; ++r)
-            for (int64_t d = 0; d < k; ++d) {
-              const int64_t iy = oy * s + r - pad, ix = ox * s + d - pad;
-              if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-              for (int64_t ci = 0; ci < Cin; ++ci)
-                a += x[at(n, ci, iy, ix)] * w[((r * k + d) * Cin + ci) * C + c];
-            }
+          const double a = conv_at(
+              [&](int64_t ci, int64_t iy, int64_t ix) { return x[at(n, ci, iy, ix)]; },
+              [&](int64_t ci, int64_t r, int64_t d) { return w[((r * k + d) * Cin + ci) * C + c]; },
+              Cin, H, W, k, s, pad, oy, ox);
           worst = std::max(worst, std::fabs(out[((n * Ho + oy) * Wo + ox) * C + c] - a));
         }
   x[at(N - 1, Cin - 1, H - 1, W - 1)] = 2.0;  // a non-spike value: the kernel declines
@@ -139,15 +149,14 @@ void check_stem(int64_t C, bool hard) {
       for (int64_t h = 0; h < H; ++h)
         for (int64_t w = 0; w < W; ++w)
           for (int64_t c = 0; c < C; ++c) {
-            double a = 0;
-            for (int64_t ci = 0; ci < Cin; ++ci)
-              for (int64_t r = 0; r < 3; ++r)
-                for (int64_t d = 0; d < 3; ++d) {
-                  const int64_t hh = h + r - 1, ww = w + d - 1;
-                  if (hh < 0 || hh >= H || ww < 0 || ww >= W) continue;
-                  a += wt[((ci * 3 + r) * 3 + d) * C + c] *
-                       x[(((k * B + b) * Cin + ci) * H + hh) * W + ww];
-                }
+            const double a = conv_at(
+                [&](int64_t ci, int64_t hh, int64_t ww) {
+                  return x[(((k * B + b) * Cin + ci) * H + hh) * W + ww];
+                },
+                [&](int64_t ci, int64_t r, int64_t d) {
+                  return wt[((ci * 3 + r) * 3 + d) * C + c];
+                },
+                Cin, H, W, 3, 1, 1, h, w);
             const int64_t p = ((b * H + h) * W + w) * C + c;
             const double s = lif(vr[p], a * sc[c] + sh[c], hard);
             worst = std::max(worst, std::fabs(out[((k * B + b) * H + h) * W * C + w * C + c] - s));
