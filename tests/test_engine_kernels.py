@@ -72,6 +72,18 @@ def test_invalid_march_is_refused_and_keeps_the_loaded_kernels(kernel_path: str)
     assert native.lib() is before and native.march() == kernel_path
 
 
+def test_a_march_the_compiler_rejects_leaves_pytorch_with_a_warning(kernel_path: str) -> None:
+    """A CPU name the compiler does not know: a warning, no kernels (the engine then runs
+    PyTorch), and the next load() of a good path brings them back."""
+    try:
+        with pytest.warns(RuntimeWarning, match="kernels unavailable"):
+            assert native.load("no-such-cpu") is None
+        assert not native.available() and native.isa() == "unavailable"
+    finally:
+        native.load(kernel_path)
+    assert native.available()
+
+
 def _modules(dtype: torch.dtype, momentum: float | None = 0.1, **neuron):
     surrogate = SurrogateConfig(neuron.pop("surrogate", "atan"))
     norm = make_norm(NormConfig(kind="bn", momentum=momentum), C).to(dtype)
