@@ -9,8 +9,11 @@ curves of the two modes over 20 TBPTT chunks (same initial network, same data; t
 and of the step mode on one thread vs two (rounding alone).
 
     python -m benchmarks.bench_engine [--reps 3] [--chunks 3] [--blocks sew,plain,spiking]
+                                      [--march native|x86-64-v3|x86-64-v2]
 
-Re-executes itself with the allocator settings of the ``snnexp`` command (as the CLI does).
+``--march`` selects the kernels' build (``native.load``): x86-64-v3 is the AVX2 + FMA path,
+x86-64-v2 the portable one. Re-executes itself with the allocator settings of the ``snnexp``
+command (as the CLI does).
 """
 
 from __future__ import annotations
@@ -143,10 +146,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--loss-chunks", type=int, default=20)
     parser.add_argument("--loss-seeds", default="1,2,3", help="seeds (init and data) of the "
                         "loss curves")
+    parser.add_argument("--march", default="native", help="-march of the kernels' build")
+    parser.add_argument("--out", default="engine", help="name of the results/*.json file")
     args = parser.parse_args(argv)
     from snnexp.engine import native
 
+    native.load(args.march)
+    print(f"kernels: {native.describe()}", flush=True)
     result: dict[str, Any] = {"machine": machine(), "native_kernels": native.available(),
+                              "isa": native.isa(), "march": args.march,
                               "config": {"shape": SHAPE, "batch": B, "k": K, "hidden": HIDDEN,
                                          "reps": args.reps, "chunks": args.chunks},
                               "speed": {}, "loss_curves": {}}
@@ -155,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for block in filter(None, args.loss_blocks.split(",")):
         seeds = tuple(int(v) for v in args.loss_seeds.split(",") if v)
         result["loss_curves"][block] = loss_curves(block, args.loss_chunks, seeds)
-    print(f"wrote {write_json('engine', result)}")
+    print(f"wrote {write_json(args.out, result)}")
     return result
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import platform
 
 import pytest
 import torch
@@ -230,6 +231,25 @@ def test_bad_backends_stop_with_one_line(monkeypatch: pytest.MonkeyPatch) -> Non
     with pytest.raises(ConfigError, match="CPU only"):
         engine.resolve_backend("native", torch.device("cuda"))
     assert engine.resolve_backend("auto", torch.device("cuda")) == "torch"
+
+
+@pytest.mark.skipif(not native.available() or platform.machine() != "x86_64",
+                    reason="x86-64 native kernels unavailable")
+def test_kernel_march_selects_the_kernel_path_and_bad_values_stop(caplog) -> None:
+    """trainer.kernel_march reaches the kernel build (the portable path here), the engine logs
+    the path it runs, results stay the step loop's, and a malformed value is one line."""
+    previous = native.march()
+    try:
+        net = make_net("sew")
+        with caplog.at_level("INFO", logger="snnexp.engine.prepare"):
+            engine.prepare(net, "native", march="x86-64-v2")
+        assert native.march() == "x86-64-v2" and native.isa() == "portable"
+        assert "portable (-march=x86-64-v2)" in caplog.text
+        with pytest.raises(ConfigError, match="trainer.kernel_march.*x86-64-v3"):
+            engine.resolve_backend("auto", torch.device("cpu"), "native -O0")
+        assert native.march() == "x86-64-v2"  # the loaded kernels are kept
+    finally:
+        native.load(previous)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")

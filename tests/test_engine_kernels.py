@@ -1,12 +1,16 @@
 """The native kernels against the plain modules (per-step BatchNorm + SpikingJelly LIF).
 
 This is the one test module that needs the compiled kernels (skipped without a C++ compiler);
-the others run whichever path is available.
+the others run whichever path is available. Every test runs once per kernel path this machine
+can build and run (AVX-512, AVX2 + FMA via -march=x86-64-v3, portable C++ via x86-64-v2; each
+built once, then cached).
 """
 
 from __future__ import annotations
 
 import contextlib
+import subprocess
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +23,66 @@ from snnexp.models.norms import make_norm
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels unavailable")
 K, B, C, H, W = 5, 3, 8, 6, 7
+
+
+def _paths() -> dict[str, str]:
+    """-march value -> kernel path, one -march per distinct path that builds and loads here."""
+    paths: dict[str, str] = {}
+    for march in native.MARCHES:
+        try:
+            isa = native.isa(native.open_library(native.build(march)))
+        except (OSError, subprocess.SubprocessError):
+            continue  # e.g. the x86-64 levels on ARM
+        if isa not in paths.values():
+            paths[march] = isa
+    return paths
+
+
+PATHS = _paths() if native.available() else {}
+
+
+@pytest.fixture(autouse=True, scope="module", params=list(PATHS) or ["native"])
+def kernel_path(request) -> str:
+    """Runs the module's tests with the kernels of each buildable path in turn."""
+    previous = native.march()
+    native.load(request.param)
+    yield request.param
+    native.load(previous)
+
+
+def test_each_march_builds_its_own_reported_path(kernel_path: str) -> None:
+    """The loaded library reports the path its -march selects, and each path is its own cached
+    file (the cache key holds the flags)."""
+    want = {"x86-64-v3": "avx2", "x86-64-v2": "portable"}
+    cpu = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    if kernel_path in want:
+        assert native.isa() == want[kernel_path]
+    elif " avx512f" in cpu:
+        assert native.isa() == "avx512"
+    elif " avx2" in cpu and " fma" in cpu:
+        assert native.isa() == "avx2"
+    assert native.describe() == f"{native.isa()} (-march={kernel_path})"
+    files = {native.build(m) for m in PATHS}
+    assert len(files) == len(PATHS)
+
+
+def test_invalid_march_is_refused_and_keeps_the_loaded_kernels(kernel_path: str) -> None:
+    before = native.lib()
+    with pytest.raises(ValueError, match="-march"):
+        native.load("native -O0")
+    assert native.lib() is before and native.march() == kernel_path
+
+
+def test_a_march_the_compiler_rejects_leaves_pytorch_with_a_warning(kernel_path: str) -> None:
+    """A CPU name the compiler does not know: a warning, no kernels (the engine then runs
+    PyTorch), and the next load() of a good path brings them back."""
+    try:
+        with pytest.warns(RuntimeWarning, match="kernels unavailable"):
+            assert native.load("no-such-cpu") is None
+        assert not native.available() and native.isa() == "unavailable"
+    finally:
+        native.load(kernel_path)
+    assert native.available()
 
 
 def _modules(dtype: torch.dtype, momentum: float | None = 0.1, **neuron):
@@ -271,16 +335,15 @@ def test_fused_stem_float32_and_network_use(kernel_calls: list[str]) -> None:
     assert "conv_lif" not in kernel_calls
 
 
-def test_build_without_openmp_gives_the_same_results(tmp_path, monkeypatch) -> None:
+def test_build_without_openmp_gives_the_same_results(monkeypatch,
+                                                      kernel_path: str) -> None:
     """A compiler without OpenMP (e.g. Apple clang) gets the serial build of the same kernels:
     it loads, and a chunk split over two parts gives the OpenMP build's result bit for bit."""
-    import ctypes
-
     from snnexp.engine import functions
 
-    monkeypatch.setenv("SNNEXP_KERNEL_CACHE", str(tmp_path))
-    serial = ctypes.CDLL(str(native._build(native._compiler(), native.FLAGS_NO_OPENMP)))
-    native._declare(serial)
+    if kernel_path != "native":
+        pytest.skip("the serial build does not depend on the path: tested with native only")
+    serial = native.open_library(native.build(native.march(), openmp=False))
     norm, sn = _modules(torch.float32)
     norm.eval()
     x = torch.randn(K * B, C, 64, 64).contiguous(memory_format=torch.channels_last)

@@ -56,7 +56,8 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     validate_evaluate(ec)
     configure_threads(ec.trainer.num_threads)
     device = select_device(ec.trainer.device)
-    engine.resolve_backend(ec.trainer.engine, device)  # a bad value stops before any work
+    # a bad engine setting stops before any work
+    engine.resolve_backend(ec.trainer.engine, device, ec.trainer.kernel_march)
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
     tc = _train_config(ckpt, dict(ec.data or {}))
     validate_data(tc.data)
@@ -72,7 +73,8 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
             f"checkpoint '{ec.ckpt}' does not match the network its config describes for input "
             f"{tuple(data.input_shape)} (another architecture or sensor size): evaluate it on a "
             "recording of the camera and settings it was trained with") from None
-    engine.prepare(net, ec.trainer.engine)  # any backend: the state_dict is the plain model's
+    # any backend: the state_dict is the plain model's
+    engine.prepare(net, ec.trainer.engine, march=ec.trainer.kernel_march)
     out_dir = Path(ec.paths.output_dir)
     with torch.no_grad():
         result = evaluate_and_report(net, data, out_dir, k=tc.trainer.tbptt_k,

@@ -178,6 +178,7 @@ class TrainerConfig:
     checkpoint_every: int = 10  # periodic checkpoint every N epochs (0: never)
     execution: str = "chunk"  # chunk (fast, K steps at once) | step (per-step reference loop)
     engine: str = "auto"  # auto | native (C++ kernels, CPU) | torch: what runs the chunks
+    kernel_march: str = "native"  # -march of the native kernels: native | x86-64-v3 | x86-64-v2
     device: str = "auto"  # auto (cuda > mps > cpu) | cpu | cuda | mps
     strategy: str = "single"  # single | ddp (DistributedDataParallel, started with torchrun)
     amp: bool = False  # autocast on CUDA

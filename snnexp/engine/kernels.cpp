@@ -19,7 +19,14 @@
 // Arithmetic follows SpikingJelly's reference order (division by tau, no contraction), so
 // float64 results match the per-step path to rounding.
 
-#if defined(__x86_64__) || defined(__i386__)
+#if defined(__AVX512F__)
+#define SNN_ISA 2
+#elif defined(__AVX2__) && defined(__FMA__)
+#define SNN_ISA 1
+#else
+#define SNN_ISA 0
+#endif
+#if SNN_ISA > 0
 #include <immintrin.h>
 #endif
 #ifdef _OPENMP
@@ -32,6 +39,95 @@
 #include <cstdlib>
 #include <cstring>
 #include <vector>
+
+// ---------------------------------------------------------------------------------- ISA layer
+// The few operations the kernels spell out per instruction set, as thin wrappers: AVX-512
+// (SNN_ISA 2), AVX2 + FMA (1, 8 floats per register) and portable C++ (0: ARM, x86 without
+// AVX2). The path is fixed at build time by -march (native: the machine's own; x86-64-v3: AVX2;
+// x86-64-v2: portable). Kernel bodies are written once over these; everything else is plain
+// loops under `omp simd` that the compiler vectorises for the target.
+namespace isa {
+
+// Elements of T per vector register (portable: one byte of mask bits per call).
+template <typename T>
+constexpr int lanes() {
+  return SNN_ISA == 2 ? int(64 / sizeof(T)) : SNN_ISA == 1 ? int(32 / sizeof(T)) : 8;
+}
+
+// Bit i (i < n <= lanes<T>()) set where p[i] != 0; bad |= some p[i] is neither 0 nor 1 (NaN
+// included). Reads p[0, n) only.
+template <typename T>
+inline unsigned nonzero_bits(const T* p, int n, bool& bad) {
+  unsigned nz = 0, ne1 = 0;
+#if SNN_ISA > 0
+  const unsigned live = (1u << n) - 1;
+#endif
+#if SNN_ISA == 2
+  if constexpr (sizeof(T) == 4) {
+    const __m512 v = _mm512_maskz_loadu_ps(__mmask16(live), p);
+    nz = _mm512_mask_cmp_ps_mask(__mmask16(live), v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+    ne1 = _mm512_mask_cmp_ps_mask(__mmask16(live), v, _mm512_set1_ps(1.f), _CMP_NEQ_UQ);
+  } else {
+    const __m512d v = _mm512_maskz_loadu_pd(__mmask8(live), p);
+    nz = _mm512_mask_cmp_pd_mask(__mmask8(live), v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+    ne1 = _mm512_mask_cmp_pd_mask(__mmask8(live), v, _mm512_set1_pd(1.0), _CMP_NEQ_UQ);
+  }
+#elif SNN_ISA == 1
+  if constexpr (sizeof(T) == 4) {
+    const __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4,
+                                                                                   5, 6, 7));
+    const __m256 v = n == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+    nz = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_NEQ_UQ)));
+    ne1 = unsigned(_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_set1_ps(1.f), _CMP_NEQ_UQ)));
+  } else {
+    const __m256i m = _mm256_cmpgt_epi64(_mm256_set1_epi64x(n), _mm256_setr_epi64x(0, 1, 2, 3));
+    const __m256d v = n == 4 ? _mm256_loadu_pd(p) : _mm256_maskload_pd(p, m);
+    nz = unsigned(_mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_setzero_pd(), _CMP_NEQ_UQ)));
+    ne1 = unsigned(_mm256_movemask_pd(_mm256_cmp_pd(v, _mm256_set1_pd(1.0), _CMP_NEQ_UQ)));
+  }
+  nz &= live;
+  ne1 &= live;
+#else
+  for (int i = 0; i < n; ++i) {
+    nz |= unsigned(p[i] != T(0)) << i;
+    ne1 |= unsigned(p[i] != T(1)) << i;  // NaN: != is true
+  }
+#endif
+  bad |= (nz & ne1) != 0;
+  return nz;
+}
+
+// Non-temporal store of one 64-byte line (dst 64-byte aligned): written in full, so it bypasses
+// the cache without a read for ownership. Only where can_stream; fence() orders the stores.
+constexpr bool can_stream = SNN_ISA > 0;
+inline void stream_line(float* dst, const float* src) {
+#if SNN_ISA == 2
+  _mm512_stream_ps(dst, _mm512_loadu_ps(src));
+#elif SNN_ISA == 1
+  _mm256_stream_ps(dst, _mm256_loadu_ps(src));
+  _mm256_stream_ps(dst + 8, _mm256_loadu_ps(src + 8));
+#else
+  std::memcpy(dst, src, 64);
+#endif
+}
+inline void fence() {
+#if SNN_ISA > 0
+  _mm_sfence();
+#endif
+}
+
+// a * b + c, fused (one rounding) where the hardware has FMA; otherwise two roundings (a
+// software fma call per element would cost more than the whole kernel).
+template <typename T>
+inline T fmadd(T a, T b, T c) {
+#if SNN_ISA > 0 || defined(__FMA__) || defined(__aarch64__) || defined(__ARM_FEATURE_FMA)
+  return std::fma(a, b, c);
+#else
+  return a * b + c;
+#endif
+}
+
+}  // namespace isa
 
 namespace {
 
@@ -398,14 +494,9 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
   const int64_t Cin = CINT > 0 ? CINT : Cin_rt;  // compile-time sizes: fully unrolled taps
   const T tau = T(p.tau), thr = T(p.thr), vr = T(p.vr);
   const int64_t PW = W + 2;
-#ifdef __AVX512F__
   // 16 float spikes = one aligned 64-byte line per pixel (channels_last, 64-byte aligned output)
-  constexpr bool STREAM = CL && CT == 16 && sizeof(T) == 4;
+  constexpr bool STREAM = isa::can_stream && CL && CT == 16 && sizeof(T) == 4;
   const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0;
-#else
-  constexpr bool STREAM = false;
-  const bool aligned = true;
-#endif
   if (STREAM && !aligned) {
     conv_lif_t<T, 0, 0, CL, HARD>(x, sn, sc, sh, sw, wt, scale, shift, v0, v0s, v_out, out, K,
                                  B, Cin_rt, C_rt, H, W, p, u0, u1);
@@ -446,7 +537,7 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
               const T xv = row[d];
               const T* wr = wt + ((ci * 3 + r) * 3 + d) * C;
 #pragma omp simd
-              for (int64_t c = 0; c < C; ++c) a[c] = std::fma(wr[c], xv, a[c]);
+              for (int64_t c = 0; c < C; ++c) a[c] = isa::fmadd(wr[c], xv, a[c]);
             }
           }
         }
@@ -460,11 +551,9 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
             T hv;
             so[c] = lif_step<T, HARD>(v[c], a[c] * scale[c] + shift[c], tau, thr, vr, hv);
           }
-#ifdef __AVX512F__
           // the spikes bypass the cache (no read-for-ownership of lines written in full)
-          if constexpr (STREAM) _mm512_stream_ps(reinterpret_cast<float*>(o), _mm512_loadu_ps(
-                                                     reinterpret_cast<const float*>(sp)));
-#endif
+          if constexpr (STREAM) isa::stream_line(reinterpret_cast<float*>(o),
+                                                 reinterpret_cast<const float*>(sp));
         } else {
           for (int64_t c = 0; c < C; ++c) {
             T hv;
@@ -477,9 +566,7 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
     for (int64_t w = 0; w < W; ++w)
       for (int64_t c = 0; c < C; ++c) v_out[at(b, c, h, w)] = vrow[w * C + c];
   }
-#ifdef __AVX512F__
-  if constexpr (STREAM) _mm_sfence();
-#endif
+  if constexpr (STREAM) isa::fence();
 }
 
 template <typename T, int CT, int CINT>
@@ -511,33 +598,24 @@ template <typename T>
 inline bool row_masks(const T* row, int64_t sc, int64_t sw, int64_t Cin, int64_t W, int64_t G,
                       uint8_t* m) {
   bool bad = false;
-#ifdef __AVX512F__
-  if (sc == 1) {  // channels_last: 16 (float) or 8 (double) channels per compare
-    constexpr int L = 64 / sizeof(T);
+  if (sc == 1) {  // channels_last: a vector of channels per compare (isa::nonzero_bits)
+    constexpr int L = isa::lanes<T>();
     for (int64_t ix = 0; ix < W; ++ix) {
       const T* px = row + ix * sw;
       uint8_t* mp = m + ix * G;
+      uint64_t bits = 0;  // pending mask bits, lowest first
+      int have = 0;
       for (int64_t c = 0; c < Cin; c += L) {
-        const int64_t n = Cin - c < L ? Cin - c : L;
-        const unsigned lanes = n == L ? (L == 16 ? 0xFFFFu : 0xFFu) : (1u << n) - 1;
-        unsigned nz, ne1;
-        if constexpr (sizeof(T) == 4) {
-          const __m512 v = _mm512_maskz_loadu_ps(__mmask16(lanes), px + c);
-          nz = _mm512_mask_cmp_ps_mask(__mmask16(lanes), v, _mm512_setzero_ps(), _CMP_NEQ_UQ);
-          ne1 = _mm512_mask_cmp_ps_mask(__mmask16(lanes), v, _mm512_set1_ps(1.f), _CMP_NEQ_UQ);
-        } else {
-          const __m512d v = _mm512_maskz_loadu_pd(__mmask8(lanes), px + c);
-          nz = _mm512_mask_cmp_pd_mask(__mmask8(lanes), v, _mm512_setzero_pd(), _CMP_NEQ_UQ);
-          ne1 = _mm512_mask_cmp_pd_mask(__mmask8(lanes), v, _mm512_set1_pd(1.0), _CMP_NEQ_UQ);
-        }
-        bad |= (nz & ne1) != 0;
-        for (int64_t g = c / 8; g * 8 < c + n; ++g) mp[g] = uint8_t(nz >> (g * 8 - c));
+        const int n = Cin - c < L ? int(Cin - c) : L;
+        bits |= uint64_t(isa::nonzero_bits(px + c, n, bad)) << have;
+        have += n;
+        for (; have >= 8; have -= 8, bits >>= 8) *mp++ = uint8_t(bits);
       }
+      if (have > 0) *mp = uint8_t(bits);  // a partial last group
     }
     return bad;
   }
-#endif
-  for (int64_t ix = 0; ix < W; ++ix) {
+  for (int64_t ix = 0; ix < W; ++ix) {  // other layouts: channel by channel through the strides
     const T* px = row + ix * sw;
     for (int64_t g = 0; g < G; ++g) {
       unsigned bits = 0;
@@ -981,3 +1059,6 @@ SNN_EXPORT_SPIKE_CONV(float, f32)
 SNN_EXPORT_SPIKE_CONV(double, f64)
 
 extern "C" int snn_abi_version() { return 8; }
+
+// The instruction-set path compiled in: 2 AVX-512, 1 AVX2 + FMA, 0 portable.
+extern "C" int snn_isa() { return SNN_ISA; }

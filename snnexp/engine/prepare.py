@@ -33,13 +33,21 @@ log = logging.getLogger(__name__)
 _reported: set[str] = set()
 
 
-def resolve_backend(backend: str, device: torch.device) -> str:
-    """``native`` or ``torch`` for ``backend`` (auto | native | torch) on ``device``."""
+def resolve_backend(backend: str, device: torch.device, march: str | None = None) -> str:
+    """``native`` or ``torch`` for ``backend`` (auto | native | torch) on ``device``; ``march``
+    (``trainer.kernel_march``) selects the instruction set the native kernels are built for."""
     if backend not in BACKENDS:
         raise ConfigError(f"config key 'trainer.engine' = {backend!r} is invalid: allowed values "
                           f"are {', '.join(BACKENDS)} (e.g. trainer.engine=auto)")
     if backend == "torch":
         return "torch"
+    if march is not None and march != native.march() and device.type == "cpu":
+        try:
+            native.load(march)
+        except ValueError:
+            raise ConfigError(f"config key 'trainer.kernel_march' = {march!r} is invalid: use "
+                              f"{', '.join(native.MARCHES)} (or another -march value of your "
+                              "compiler)") from None
     if device.type != "cpu":
         if backend == "native":
             raise ConfigError(f"config key 'trainer.engine' = 'native' runs on the CPU only, the "
@@ -57,23 +65,23 @@ def resolve_backend(backend: str, device: torch.device) -> str:
 def describe(backend: str, device: torch.device) -> str:
     """One line saying what runs the chunks."""
     if backend == "native":
-        info = native.describe() if hasattr(native, "describe") else " ".join(native.FLAGS[:2])
-        return f"engine: native kernels ({info}) and PyTorch on {device}"
+        return f"engine: native kernels, {native.describe()} path, and PyTorch on {device}"
     if device.type == "cuda":
         return ("engine: torch on cuda (SpikingJelly's multi-step LIF: its CUDA / Triton kernels "
                 "for float32 / float16, its PyTorch reference for float64)")
     return f"engine: torch on {device} (no native kernels)"
 
 
-def prepare(net: nn.Module, backend: str = "auto", channels_last: bool | None = None
-            ) -> nn.Module:
+def prepare(net: nn.Module, backend: str = "auto", channels_last: bool | None = None,
+            march: str | None = None) -> nn.Module:
     """Swap ``net``'s layer groups for engine modules running ``backend`` (in place; also on an
     already prepared network, to change the backend). ``channels_last``: the chunks' layout
     (None: channels_last for float32). Call it after moving the network to its device and
-    before attaching hooks or building the optimizer's DDP wrapper. Returns ``net``."""
+    before attaching hooks or building the optimizer's DDP wrapper. ``march``: see
+    :func:`resolve_backend`. Returns ``net``."""
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    chosen = resolve_backend(backend, device)
+    chosen = resolve_backend(backend, device, march)
     _swap(net, chosen == "native", channels_last)
     line = describe(chosen, device)
     if line not in _reported:  # once per process and setting

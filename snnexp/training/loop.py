@@ -106,11 +106,13 @@ class Trainer:
         seed_everything(cfg.seed)
         configure_threads(cfg.trainer.num_threads)
         self.device = dist.device_for(self.ctx, select_device(cfg.trainer.device))
-        engine.resolve_backend(cfg.trainer.engine, self.device)  # a bad value stops before the data
+        # a bad engine setting stops before the data is read
+        engine.resolve_backend(cfg.trainer.engine, self.device, cfg.trainer.kernel_march)
         self.data = build_data(cfg.data, seed=cfg.seed)
         self.data.pin_memory = self.device.type == "cuda"  # batches copied to the GPU faster
         self.net = build_network(cfg.model, cfg.norm, tuple(self.data.input_shape)).to(self.device)
-        engine.prepare(self.net, cfg.trainer.engine)  # how the chunks run (trainer.engine)
+        # how the chunks run (trainer.engine, trainer.kernel_march)
+        engine.prepare(self.net, cfg.trainer.engine, march=cfg.trainer.kernel_march)
         self.num_parameters = count_trainable_parameters(self.net)
         self.optimizer = build_optimizer(cfg, self.net.parameters())
         self.scheduler = build_scheduler(cfg, self.optimizer)
