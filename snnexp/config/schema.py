@@ -210,12 +210,12 @@ class TrainConfig:
     task_name: str = "train"
     seed: int = 0
     tags: list[str] = field(default_factory=list)
-    ckpt_path: str | None = None  # resume training from this checkpoint
+    ckpt_path: str | None = None  # continue training from this checkpoint (same settings)
+    finetune: bool = False  # with ckpt_path: take its weights only, start a new training
     resume: bool = False  # continue the run in paths.output_dir from its checkpoints/last.pt
     optimized_metric: str = "val/mse_best"  # returned by train() for Hydra sweepers
     evaluate_test: bool = True  # evaluate the best model on the test sequence after training
     monitor: str = "none"  # evaluation monitors: none | spikes | norm | both
-    debug: bool = False  # full tracebacks
 
 
 @dataclass
@@ -230,7 +230,6 @@ class EvaluateConfig:
     monitor: str = "both"
     window: list[int] | None = None  # [start, end] step range reported as a window
     plots: bool = True
-    debug: bool = False
 
 
 @dataclass
@@ -240,7 +239,6 @@ class SimulateConfig:
     overwrite: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "simulate"
-    debug: bool = False
 
 
 @dataclass
@@ -250,4 +248,3 @@ class SummarizeConfig:
     sort_by: str = "val/mse_best"
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "summarize"
-    debug: bool = False

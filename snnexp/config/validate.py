@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from snnexp.config import schema as S
 from snnexp.errors import ConfigError
@@ -15,14 +15,53 @@ T = TypeVar("T")
 
 
 def to_schema(cfg: Any, cls: type[T]) -> T:
-    """Turn a composed DictConfig (or an instance already) into the schema dataclass ``cls``."""
+    """Turn a composed DictConfig (or an instance already) into the schema dataclass ``cls``.
+
+    A key the schema does not know (e.g. added with ``+trainer.max_epoch=3``) is refused with
+    the nearest known key, so a typo never runs with the setting silently ignored.
+    """
     if isinstance(cfg, cls):
         return cfg
     if isinstance(cfg, DictConfig):
+        _refuse_unknown_keys(OmegaConf.to_container(cfg, resolve=False), cls)
         merged = OmegaConf.merge(OmegaConf.structured(cls), cfg)
-        OmegaConf.resolve(merged)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        try:
+            OmegaConf.resolve(merged)
+            return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        except MissingMandatoryValue as exc:
+            key = getattr(exc, "full_key", "") or "?"
+            example = _REQUIRED_EXAMPLES.get(key, f"{key}=VALUE")
+            raise ConfigError(f"config key '{key}' has no value: set it, e.g. {example}") from None
     raise TypeError(f"expected {cls.__name__} or DictConfig, got {type(cfg).__name__}")
+
+
+_REQUIRED_EXAMPLES = {
+    "ckpt": "snnexp evaluate ckpt=outputs/train/runs/<run>/checkpoints/best.pt",
+    "data.paths": "data.paths=[/data/rec.aedat4]",
+    "output": "snnexp simulate output=data/sim.aedat4",
+}
+
+
+def _refuse_unknown_keys(node: Any, cls: type, prefix: str = "") -> None:
+    """Raise ConfigError for the first mapping key below ``node`` that ``cls`` does not have."""
+    import typing
+
+    from snnexp.config.keys import COMMAND_SCHEMAS, key_type, unknown_key_message
+
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        tp = key_type(cls, path)
+        if tp is None:
+            command = next((c for c, k in COMMAND_SCHEMAS.items() if k is cls), "train")
+            raise ConfigError(unknown_key_message(path, command))
+        free_form = tp is dict or typing.get_origin(tp) is dict  # e.g. evaluate's data: {...}
+        if isinstance(value, dict) and not free_form:
+            _refuse_unknown_keys(value, cls, f"{path}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                _refuse_unknown_keys(item, cls, f"{path}.{i}.")
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
