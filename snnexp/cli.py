@@ -158,8 +158,7 @@ def run_hydra(command: str, argv: list[str]) -> Any:
         return run_command(command, cfg, _load(command))
 
     saved = sys.argv
-    sys.argv = [f"snnexp-{command}", *_user_config_dir(), *argv, f"hydra.job.name={command}",
-                *_secondary_rank_overrides()]
+    sys.argv = [f"snnexp-{command}", *_user_config_dir(), *argv, *_secondary_rank_overrides()]
     # Let Hydra raise instead of printing its own multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
     os.environ[DEBUG_ENV] = "1" if debug else "0"

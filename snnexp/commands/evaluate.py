@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from snnexp.config.schema import EvaluateConfig, TrainConfig
 from snnexp.config.validate import to_schema, validate_data, validate_evaluate
-from snnexp.errors import CheckpointError
+from snnexp.errors import CheckpointError, ConfigError
 
 
 def _train_config(ckpt: dict[str, Any], data_overrides: dict[str, Any]) -> TrainConfig:
@@ -48,8 +49,13 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     configure_threads(ec.trainer.num_threads)
     device = select_device(ec.trainer.device)
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
-    tc = _train_config(ckpt, dict(ec.data or {}))
+    overrides = {k: v for k, v in dataclasses.asdict(ec.data).items() if v is not None}
+    tc = _train_config(ckpt, overrides)
     validate_data(tc.data)
+    if tc.data.split[2] <= 0:
+        raise ConfigError(f"config key 'data.split' = {list(tc.data.split)} has an empty test "
+                          "part: evaluate on a test fraction, e.g. data.split=[0.88,0.07,0.05], "
+                          "or the whole recording with data.split=[0,0,1]")
     data = build_data(tc.data, seed=tc.seed, require_sequences=False)
     net = build_network(tc.model, tc.norm, tuple(data.input_shape)).to(device)
     try:
@@ -63,7 +69,8 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     with torch.no_grad():
         result = evaluate_and_report(net, data, out_dir, k=tc.trainer.tbptt_k,
                                      transient=tc.trainer.transient, monitor=ec.monitor,
-                                     execution=tc.trainer.execution, window=ec.window,
+                                     execution=ec.trainer.execution or tc.trainer.execution,
+                                     window=ec.window,
                                      plots=ec.plots)
     return {"metrics": result.metrics, "plots": {k: str(v) for k, v in result.plots.items()},
             "predictions": str(result.predictions_csv), "output_dir": str(out_dir)}

@@ -7,7 +7,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from snnexp.config.schema import SimulateConfig
-from snnexp.config.validate import to_schema
+from snnexp.config.validate import to_schema, validate_sim
 from snnexp.errors import ConfigError
 
 
@@ -16,6 +16,7 @@ def simulate(cfg: SimulateConfig | DictConfig) -> Path:
     from snnexp.data.simulate import simulate_recording
 
     sc = to_schema(cfg, SimulateConfig)
+    validate_sim(sc.sim)
     out = Path(sc.output).expanduser()
     if out.exists() and not sc.overwrite:
         raise ConfigError(f"output '{out}' already exists: choose another output=PATH or pass "

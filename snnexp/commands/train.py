@@ -90,7 +90,9 @@ def _previous_run(tc: TrainConfig, multirun: bool) -> dict[str, Any] | None:
         if not resumable:
             raise ConfigError(f"run directory '{out}' already holds a run: pass resume=true to "
                               "continue it, or choose a new hydra.run.dir")
-        print(f"resuming {out} from {last}", flush=True)
+        from snnexp.training.loop import report
+
+        report(f"resuming {out} from {last}")
         tc.ckpt_path = str(last)
     elif tc.resume and not multirun:
         raise ConfigError(f"resume=true but '{last}' does not exist: pass the run's directory "

@@ -101,6 +101,11 @@ def suggest(key: str, command: str) -> list[str]:
 def unknown_key_message(key: str, command: str) -> str:
     """One line for a key the command does not have, with the nearest known keys."""
     key = key.lstrip("+~")
+    if command == "evaluate" and key.startswith(("trainer.", "optimizer.", "model.", "norm.",
+                                                 "scheduler.")):
+        return (f"config key '{key}' is not a setting of snnexp evaluate: the network and its "
+                "training settings come from the checkpoint; evaluate takes trainer.device, "
+                "trainer.num_threads and trainer.execution")
     close = suggest(key, command)
     hint = f"did you mean {' or '.join(close)}?" if close else "check its spelling"
     return (f"config key '{key}' does not exist in snnexp {command}: {hint} "

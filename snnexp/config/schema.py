@@ -218,13 +218,39 @@ class TrainConfig:
     monitor: str = "none"  # evaluation monitors: none | spikes | norm | both
 
 
+def _data_overrides() -> type:
+    """DataConfig's keys, each optional (None: keep the checkpoint's), plus ``path`` (one file)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(DataConfig)
+    fields = [(f.name, hints[f.name] | None, None) for f in dataclasses.fields(DataConfig)
+              if not dataclasses.is_dataclass(hints[f.name])]
+    cls = dataclasses.make_dataclass("DataOverrides", [("path", str | None, None), *fields])
+    cls.__doc__ = "Overrides of a checkpoint's data settings (None: the checkpoint's value)."
+    cls.__module__ = __name__
+    return cls
+
+
+DataOverrides = _data_overrides()
+
+
+@dataclass
+class EvalRunConfig:
+    """How ``snnexp evaluate`` runs a checkpoint (what it learned comes from the checkpoint)."""
+
+    device: str = "auto"
+    num_threads: int | None = None
+    execution: str | None = None  # chunk | step; None: the checkpoint's
+
+
 @dataclass
 class EvaluateConfig:
     ckpt: str = "???"  # checkpoint to evaluate (best.pt of a run)
-    data: dict[str, Any] = field(default_factory=dict)  # overrides of the checkpoint's data
-    # settings, e.g. data.paths=[rec.aedat4] (or the shortcut data.path=rec.aedat4)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=lambda: LoggerConfig(name="none"))
+    # overrides of the checkpoint's data settings, e.g. data.paths=[rec.aedat4] (or the
+    # shortcut data.path=rec.aedat4); None keeps the checkpoint's value
+    data: DataOverrides = field(default_factory=DataOverrides)  # type: ignore[valid-type]
+    trainer: EvalRunConfig = field(default_factory=EvalRunConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "evaluate"
     monitor: str = "both"

@@ -101,14 +101,18 @@ def validate_data(d: S.DataConfig, key: str = "data") -> None:
               "must be three non-negative fractions [train, val, test] summing to 1")
     _at_least(f"{key}.seq_length", d.seq_length, 2, " (a sequence needs an initial label + 1 step)")
     _at_least(f"{key}.batch_size", d.batch_size, 1)
-    sim = d.sim
-    _positive(f"{key}.sim.duration_s", sim.duration_s)
-    _at_least(f"{key}.sim.width", sim.width, 8)
-    _at_least(f"{key}.sim.height", sim.height, 8)
+    validate_sim(d.sim, f"{key}.sim")
+
+
+def validate_sim(sim: S.SimConfig, key: str = "sim") -> None:
+    """Check the simulated recording's settings (``key`` names them in messages)."""
+    _positive(f"{key}.duration_s", sim.duration_s)
+    _at_least(f"{key}.width", sim.width, 8)
+    _at_least(f"{key}.height", sim.height, 8)
     if not sim.roll_min_deg < sim.roll_max_deg:
-        _fail(f"{key}.sim.roll_min_deg", sim.roll_min_deg, "must be below data.sim.roll_max_deg")
-    _positive(f"{key}.sim.contrast_threshold", sim.contrast_threshold)
-    _positive(f"{key}.sim.imu_rate_hz", sim.imu_rate_hz)
+        _fail(f"{key}.roll_min_deg", sim.roll_min_deg, f"must be below {key}.roll_max_deg")
+    _positive(f"{key}.contrast_threshold", sim.contrast_threshold)
+    _positive(f"{key}.imu_rate_hz", sim.imu_rate_hz)
 
 
 def validate_model(m: S.ModelConfig, n: S.NormConfig) -> None:
@@ -171,6 +175,13 @@ def validate_train(cfg: S.TrainConfig) -> None:
     validate_trainer(cfg.trainer)
     validate_logger(cfg.logger)
     _choice("monitor", cfg.monitor, S.MONITORS)
+    train_part, val_part, test_part = cfg.data.split
+    if train_part <= 0 or val_part <= 0:
+        _fail("data.split", list(cfg.data.split), "training needs a training and a validation "
+              "part (the best epoch is chosen on validation), e.g. data.split=[0.88,0.07,0.05]")
+    if cfg.evaluate_test and test_part <= 0:
+        _fail("data.split", list(cfg.data.split), "the test part is empty but evaluate_test=true:"
+              " give it a fraction (e.g. data.split=[0.5,0.4,0.1]) or pass evaluate_test=false")
     if cfg.trainer.transient >= cfg.data.seq_length - 1:
         _fail("trainer.transient", cfg.trainer.transient,
               f"must be below data.seq_length - 1 = {cfg.data.seq_length - 1}")
@@ -180,6 +191,9 @@ def validate_evaluate(cfg: S.EvaluateConfig) -> None:
     if not cfg.ckpt or cfg.ckpt == "???":
         _fail("ckpt", cfg.ckpt,
               "pass the checkpoint to evaluate: snnexp evaluate ckpt=PATH/best.pt")
-    validate_trainer(cfg.trainer)
-    validate_logger(cfg.logger)
+    _choice("trainer.device", cfg.trainer.device, S.DEVICES)
+    if cfg.trainer.num_threads is not None:
+        _at_least("trainer.num_threads", cfg.trainer.num_threads, 1)
+    if cfg.trainer.execution is not None:
+        _choice("trainer.execution", cfg.trainer.execution, S.EXECUTIONS)
     _choice("monitor", cfg.monitor, S.MONITORS)
