@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
 
 # Allowed values of the string-valued options (one definition, used by validation and code).
 TARGETS = ("roll", "pitch", "yaw", "optical_roll")
