@@ -169,9 +169,20 @@ def validate_train(cfg: S.TrainConfig) -> None:
     o = cfg.optimizer
     _choice("optimizer.name", o.name, S.OPTIMIZERS)
     _positive("optimizer.lr", o.lr)
+    if o.name == "sgd" and o.momentum is None:
+        _fail("optimizer.momentum", None, "SGD needs a momentum, e.g. optimizer.momentum=0.9")
+    if o.name == "adam" and (o.betas is None or len(o.betas) != 2):
+        _fail("optimizer.betas", o.betas, "Adam needs two betas, e.g. optimizer.betas=[0.9,0.999]")
+    s_ = cfg.scheduler
+    if s_.name == "plateau" and (s_.factor is None or s_.patience is None):
+        _fail("scheduler.factor", s_.factor, "the plateau scheduler needs scheduler.factor and "
+              "scheduler.patience, e.g. scheduler.factor=0.5 scheduler.patience=1")
+    if s_.name in ("plateau", "cosine") and s_.min_lr is None:
+        _fail("scheduler.min_lr", None, "set a lower bound, e.g. scheduler.min_lr=1e-6")
     _at_least("optimizer.weight_decay", o.weight_decay, 0.0)
     _choice("scheduler.name", cfg.scheduler.name, S.SCHEDULERS)
-    _at_least("scheduler.min_lr", cfg.scheduler.min_lr, 0.0)
+    if cfg.scheduler.min_lr is not None:
+        _at_least("scheduler.min_lr", cfg.scheduler.min_lr, 0.0)
     validate_trainer(cfg.trainer)
     validate_logger(cfg.logger)
     _choice("monitor", cfg.monitor, S.MONITORS)
