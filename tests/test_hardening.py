@@ -350,3 +350,25 @@ def test_sigterm_keeps_last_checkpoint_prints_resume_command_and_resume_checks_c
     assert [h["epoch"] for h in history] == list(range(1, kept + 2))
     assert _digest(list((run / ".hydra").iterdir())) == \
         {k: v for k, v in before.items() if "/.hydra/" in k}  # the run's record is its start's
+
+
+def test_sighup_during_a_simulation_leaves_no_partial_file_and_no_run_dir(tmp_path) -> None:
+    env = dict(os.environ, SNNEXP_ROOT=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-m", "snnexp", "simulate", "output=sim/long.aedat4",
+                             "sim.duration_s=600", "hydra.run.dir=outputs/sim"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and not (tmp_path / "outputs" / "sim").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)  # inside the simulation
+    proc.send_signal(signal.SIGHUP)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGHUP, stderr
+    assert "stopped by SIGHUP" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "sim").exists() or not list((tmp_path / "sim").iterdir())
+    assert not (tmp_path / "outputs" / "sim").exists()
+
+
+def test_checkpoint_path_that_is_a_directory_names_the_file_to_pass(run_cli, tmp_path) -> None:
+    out = run_cli("evaluate", f"ckpt={tmp_path}")
+    _one_error(out, f"is a directory: pass a checkpoint file, e.g. {tmp_path}/checkpoints/best.pt")

@@ -27,8 +27,12 @@ HYDRA_PENDING, HYDRA_RECORD = ".hydra.new", ".hydra"
 _DISPOSABLE = {HYDRA_PENDING, HYDRA_RECORD, ".snnexp_write_test"}
 
 
+# Ctrl-C, SLURM pre-emption / kill, a closed terminal: each stops a run cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 class Stopped(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived: unwind (finishing or abandoning the current write) and exit."""
+    """A stop signal arrived: unwind (finishing or abandoning the current write) and exit."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
@@ -89,14 +93,15 @@ def _close_wandb(exit_code: int) -> None:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """SIGINT and SIGTERM (SLURM pre-emption) raise :class:`Stopped` once; later ones are ignored.
+    """SIGINT, SIGTERM (SLURM pre-emption) and SIGHUP raise :class:`Stopped` once; later ones
+    only print a note.
 
     The exception unwinds the command: an atomic write in progress removes its temporary file
     and the previous file stays. A second Ctrl-C while that happens prints a note instead of a
     traceback.
     """
     def first(signum: int, _frame: Any) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, again)
         raise Stopped(signum)
 
@@ -105,7 +110,7 @@ def stop_on_signals() -> Iterator[None]:
               file=sys.stderr, flush=True)
 
     try:
-        saved = {sig: signal.signal(sig, first) for sig in (signal.SIGINT, signal.SIGTERM)}
+        saved = {sig: signal.signal(sig, first) for sig in STOP_SIGNALS}
     except ValueError:  # not the main thread (a launcher's worker thread): leave signals alone
         yield
         return
@@ -145,7 +150,8 @@ def run_command(command: str, cfg: Any, func: Callable[[Any], Any]) -> Any:
 
     In a multirun the error is re-raised after the line so Hydra marks the job as failed and
     goes on with the others; in a single run the process exits with status 2 (1 for
-    unexpected errors, 130 / 143 after SIGINT / SIGTERM). ``debug=true`` shows the traceback.
+    unexpected errors, 128 + the signal's number after SIGINT / SIGTERM / SIGHUP).
+    ``debug=true`` shows the traceback.
     A run directory left holding nothing but Hydra's record is removed.
     """
     output_dir, multirun, overrides, sweep_dir = _hydra_context()
@@ -170,7 +176,7 @@ def run_command(command: str, cfg: Any, func: Callable[[Any], Any]) -> Any:
     except KeyboardInterrupt as exc:
         signum = exc.signum if isinstance(exc, Stopped) else signal.SIGINT
         # the rest is quick; a further signal must not cut the report short
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             _ignore(sig)
         _close_wandb(255)
         name = signal.Signals(signum).name

@@ -47,6 +47,10 @@ def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]
     finished = _previous_run(tc, multirun=sweep_group is not None)
     if finished is None and tc.ckpt_path and not tc.finetune:
         _check_continuation(tc, config_dict)
+        if Path(tc.ckpt_path) == _output_dir(tc) / "checkpoints" / "last.pt":
+            from snnexp.training.loop import report
+
+            report(f"resuming {_output_dir(tc)} from {tc.ckpt_path}")
     commit_hydra_record(_output_dir(tc))  # only now may Hydra's record of this run be kept
     if finished is not None:
         return finished, {}
@@ -90,10 +94,7 @@ def _previous_run(tc: TrainConfig, multirun: bool) -> dict[str, Any] | None:
         if not resumable:
             raise ConfigError(f"run directory '{out}' already holds a run: pass resume=true to "
                               "continue it, or choose a new hydra.run.dir")
-        from snnexp.training.loop import report
-
-        report(f"resuming {out} from {last}")
-        tc.ckpt_path = str(last)
+        tc.ckpt_path = str(last)  # announced once its settings are checked
     elif tc.resume and not multirun:
         raise ConfigError(f"resume=true but '{last}' does not exist: pass the run's directory "
                           "(hydra.run.dir=outputs/train/runs/<run>) or ckpt_path=PATH/last.pt")

@@ -1,5 +1,5 @@
 """From AEDAT4 files to batches: prepare (or load from the cache) each recording, then split,
-cut into sequences and batch them (REFERENCE.md section 1).
+cut into sequences and batch them (docs/METHOD.md section 1).
 
 :func:`prepare_recording` aligns events and IMU on their common time range, cuts the events into
 windows (streamed packet by packet into a frame file), labels each window with the Madgwick

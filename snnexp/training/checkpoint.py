@@ -104,6 +104,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                     ) -> dict[str, Any]:
     """Load a checkpoint safely; raise CheckpointError with the reason and the fix."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is a directory: pass a checkpoint file, e.g. "
+                              f"{path / 'checkpoints' / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist: pass an existing file, e.g. "
                               "ckpt=outputs/train/runs/<run>/checkpoints/best.pt")
