@@ -198,13 +198,17 @@ def test_clean_imu_passes_without_warnings() -> None:
     from snnexp.data.imu_checks import check_imu
 
     assert check_imu(*_imu(), "rec") == []
+    t, acc, gyro = _imu()
+    acc[:] = [0.0, 0.0, 1.0]  # at rest and noise-free: repeats itself, but is not stuck
+    assert check_imu(t, acc, gyro, "rec") == []
 
 
 @pytest.mark.parametrize(("damage", "expected"), [
     ("backwards", r"run backwards 1 times \(by 500.0 ms in total"),
     ("zero", r"median magnitude is 0.000 g"),
     ("ms2", r"median magnitude is 9.8\d\d g"),
-    ("stuck", r"repeats its previous reading in 9\d% of the IMU samples"),
+    ("stuck", r"repeats its previous reading in 9\d% of the IMU samples while the gyroscope "
+              r"turns by up to 40 deg"),
     ("nan", r"3 of 2000 IMU samples hold NaN"),
 ])
 def test_bad_imu_is_refused_with_numbers(damage: str, expected: str) -> None:
@@ -220,6 +224,7 @@ def test_bad_imu_is_refused_with_numbers(damage: str, expected: str) -> None:
         acc *= 9.81
     elif damage == "stuck":
         acc[100:] = acc[100]
+        gyro[:, 0] += 20.0  # turning at 20 deg/s for 2 s
     elif damage == "nan":
         gyro[[5, 6, 7], 0] = np.nan
     with pytest.raises(DataError, match=expected):

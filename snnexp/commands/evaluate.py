@@ -16,8 +16,7 @@ from snnexp.errors import CheckpointError, ConfigError
 
 def _train_config(ckpt: dict[str, Any], data_overrides: dict[str, Any]) -> TrainConfig:
     """The training config stored in the checkpoint, with the user's data overrides."""
-    stored = dict(ckpt["config"])
-    stored.pop("paths", None)  # resolved paths of the training run; not needed here
+    stored = dict(ckpt["config"])  # its paths are the training run's, unused here
     data = dict(stored.get("data", {}))
     overrides = dict(data_overrides)
     if "path" in overrides:  # data.path=FILE is a shortcut for data.paths=[FILE]

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 GRAVITY_RANGE_G = (0.7, 1.3)  # accepted median |acc| (g): gravity plus moderate motion
 MAX_BACKWARD_US = 1_000  # total time the clock may run backwards (jitter) before refusing
 STUCK_FRACTION = 0.5  # refuse when more than this share of samples repeats the previous reading
+STUCK_ROTATION_DEG = 5.0  # ... while the gyroscope says the camera turned by more than this
 GAP_WARN_US = 100_000  # warn about IMU gaps longer than this
 
 
@@ -57,11 +58,15 @@ def check_imu(t: np.ndarray, acc: np.ndarray, gyro: np.ndarray, source: str) -> 
             f"disconnected or not in units of g, and every label would be off: {fix}")
     if len(acc) > 10:
         repeats = float(np.mean(np.all(acc[1:] == acc[:-1], axis=1)))
-        if repeats > STUCK_FRACTION:
+        # at rest a noise-free accelerometer may repeat itself; stuck is repeating while turning
+        turned = np.cumsum(gyro[1:] * (np.maximum(dt, 0)[:, None] / 1e6), axis=0)
+        rotation = float(np.max(np.linalg.norm(turned, axis=1))) if len(turned) else 0.0
+        if repeats > STUCK_FRACTION and rotation > STUCK_ROTATION_DEG:
             raise DataError(
                 f"recording {source}: the accelerometer repeats its previous reading in "
-                f"{repeats:.0%} of the IMU samples (stuck sensor), so the filter cannot correct "
-                f"its drift: {fix}")
+                f"{repeats:.0%} of the IMU samples while the gyroscope turns by up to "
+                f"{rotation:.0f} deg (a stuck sensor), so the filter cannot correct its drift: "
+                f"{fix}")
     warnings = []
     if back.any():
         warnings.append(f"the IMU time stamps run backwards {int(back.sum())} times by "
