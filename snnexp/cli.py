@@ -164,6 +164,9 @@ def run_hydra(command: str, argv: list[str]) -> Any:
     os.environ[DEBUG_ENV] = "1" if debug else "0"
     try:
         return _app()
+    except BrokenPipeError:  # `snnexp train --help | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as exc:
         if debug:
             raise

@@ -326,7 +326,7 @@ def test_sigterm_keeps_last_checkpoint_prints_resume_command_and_resume_checks_c
     assert not list(run.rglob("*.tmp"))  # the write in progress was finished or removed
     command = stderr.split("continue with: ")[1].splitlines()[0]
     assert command.endswith(f"hydra.run.dir={run} resume=true")
-    assert "epoch 1:" in (run / "train.log").read_text()  # epoch lines in the run's log
+    assert "epoch 1:" in (run / "train.log").read_text()  # written before the checkpoint
 
     record = [*(run / ".hydra").iterdir(), run / "config.yaml", run / "provenance.json"]
     before = _digest(record)
@@ -353,6 +353,8 @@ def test_sigterm_keeps_last_checkpoint_prints_resume_command_and_resume_checks_c
     assert again.returncode == 0, again.stderr[-2000:]
     history = json.loads((run / "history.json").read_text())
     assert [h["epoch"] for h in history] == list(range(1, kept + 2))
+    log = (run / "train.log").read_text()
+    assert "resuming" in log and f"epoch {kept + 1}:" in log and "best val mse" in log
     assert _digest(list((run / ".hydra").iterdir())) == \
         {k: v for k, v in before.items() if "/.hydra/" in k}  # the run's record is its start's
 

@@ -106,7 +106,7 @@ def collect(dirs: list[str], sort_by: str = "val/mse_best"
     table = []
     for r in rows:
         row: dict[str, Any] = {k: r["overrides"].get(k, "") for k in keys}
-        row.update({c: _num(r["metrics"].get(c, float("nan"))) for c in COLUMNS})
+        row.update({c: r["metrics"].get(c, float("nan")) for c in COLUMNS})
         row["run"] = r["run"]
         table.append(row)
     table.sort(key=lambda row: _sort_value(row.get(sort_by)))
@@ -125,6 +125,7 @@ def aggregate_seeds(keys: list[str], rows: list[dict], sort_by: str = "val/mse_b
     if not any(k in SEED_KEYS for k in keys):
         return None
     frame = pd.DataFrame(rows)
+    frame[list(COLUMNS)] = frame[list(COLUMNS)].apply(pd.to_numeric, errors="coerce")
     grouped = frame.groupby(settings, sort=False, dropna=False) if settings else \
         frame.assign(_all="all").groupby("_all")
     stats = grouped[list(COLUMNS)].agg(["mean", "std", "count"])

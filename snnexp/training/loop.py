@@ -86,6 +86,7 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self.stopped_early = False
+        self.saved_epoch = 0  # epoch of the checkpoints/last.pt on disk (0: none)
         self.ctx = dist.DistContext()  # single process unless trainer.strategy=ddp
 
     # ------------------------------------------------------------------ setup
@@ -148,6 +149,7 @@ class Trainer:
         self.epoch, self.global_step = int(t["epoch"]), int(t["global_step"])
         self.best_mse, self.best_epoch = float(t["best_mse"]), int(t["best_epoch"])
         self.bad_epochs = int(t["bad_epochs"])
+        self.saved_epoch = self.epoch
         self.history = list(state.get("history", []))
         if state.get("rng"):
             restore_rng_state(state["rng"])
@@ -258,6 +260,7 @@ class Trainer:
         if every and self.epoch % every == 0:
             ckpt.atomic_save(state, self.ckpt_dir / f"epoch_{self.epoch:03d}.pt")
         ckpt.atomic_save(state, self.ckpt_dir / LAST)
+        self.saved_epoch = self.epoch
         ckpt.atomic_write_text(self.output_dir / "history.json",
                                json.dumps(self.history, indent=1))
 
@@ -291,8 +294,6 @@ class Trainer:
                       "val/mse_best": self.best_mse, "time_s": round(time.time() - start, 2)}
             self.history.append(record)
             self.logger.log_epoch(epoch, record)
-            self.save(record, improved)
-            dist.barrier(self.ctx)
             if self.is_main:
                 line = (f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
                         f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})")
@@ -300,6 +301,8 @@ class Trainer:
                     epochs.set_postfix(loss=f"{record['train/loss']:.5f}", val=f"{val_mse:.5f}",
                                        best=f"{self.best_mse:.5f}@{self.best_epoch}")
                 report(line, epochs.write if t.progress else None)
+            self.save(record, improved)
+            dist.barrier(self.ctx)
         else:
             self.stopped_early = self.bad_epochs >= t.early_stopping_patience
         summary = {"val/mse_best": self.best_mse, "best_epoch": self.best_epoch,
@@ -311,9 +314,9 @@ class Trainer:
 
     def _kept(self) -> str:
         """What a stopped run leaves to continue from (for error messages)."""
-        if self.epoch and (self.ckpt_dir / LAST).is_file():
-            return (f"training stopped; {self.ckpt_dir / LAST} of epoch {self.epoch} (the last "
-                    "good one) was kept")
+        if self.saved_epoch and (self.ckpt_dir / LAST).is_file():
+            return (f"training stopped; {self.ckpt_dir / LAST} of epoch {self.saved_epoch} (the "
+                    "last good one) was kept")
         return "training stopped before the first epoch ended, so no checkpoint was written"
 
     def _step_scheduler(self, val_mse: float) -> None:
