@@ -9,6 +9,7 @@ imported inside the command functions, so `snnexp --help` answers at once.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -62,7 +63,14 @@ examples:
   snnexp summarize outputs/train/multiruns/<sweep>
 
 `snnexp <command> --help` lists the config groups and options of a command.
-Set debug=true (or HYDRA_FULL_ERROR=1) for full tracebacks."""
+Add debug=true to any command for full tracebacks."""
+
+# ``debug=true`` is a flag of the command line, not a config key: the config group ``debug``
+# (debug=default, the smoke-run overlay) owns that name in Hydra. The flag travels to the
+# command runner (and to launcher worker processes) in this variable.
+DEBUG_ENV = "SNNEXP_DEBUG"
+_BOOL_WORDS = {"true": True, "false": False, "1": True, "0": False, "yes": True, "no": False,
+               "on": True, "off": False}
 
 
 def usage() -> str:
@@ -73,7 +81,7 @@ def usage() -> str:
 
 def _maybe_reexec_with_allocator(command: str) -> None:
     """Re-exec once with the allocator variables set (they only act at process start)."""
-    if command not in _HEAVY or os.environ.get(_REEXEC_MARK) or os.environ.get("SNNEXP_NO_REEXEC"):
+    if command not in _HEAVY or os.environ.get(_REEXEC_MARK):
         return
     if sys.platform != "linux" or any(k in os.environ for k in ALLOCATOR_ENV):
         return
@@ -121,6 +129,21 @@ def _load(command: str) -> Callable[[Any], Any]:
     return getattr(importlib.import_module(module), func)
 
 
+def split_debug_flag(argv: list[str]) -> tuple[list[str], bool]:
+    """Take ``debug=true|false`` (also 1/0, yes/no, on/off) out of ``argv``; the last one wins.
+
+    ``debug=default`` (a config group option) stays in ``argv``.
+    """
+    rest, debug = [], False
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+~") == "debug" and value.lower() in _BOOL_WORDS:
+            debug = _BOOL_WORDS[value.lower()]
+        else:
+            rest.append(arg)
+    return rest, debug
+
+
 def run_hydra(command: str, argv: list[str]) -> Any:
     """Run ``command`` as a Hydra app with ``argv`` as its command line."""
     import hydra
@@ -128,6 +151,9 @@ def run_hydra(command: str, argv: list[str]) -> Any:
     from snnexp.config.resolvers import record_sweep_keys
     from snnexp.config.store import register_schemas
 
+    argv, debug = split_debug_flag(argv)
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR")
+    debug = debug or user_full_error == "1"
     register_schemas()
     record_sweep_keys(argv)
 
@@ -139,36 +165,58 @@ def run_hydra(command: str, argv: list[str]) -> Any:
 
     saved = sys.argv
     sys.argv = [f"snnexp-{command}", *_user_config_dir(), *argv, *_secondary_rank_overrides()]
-    user_full_error = os.environ.get("HYDRA_FULL_ERROR")
     # Let Hydra raise instead of printing its own multi-line report; we print one line.
     os.environ["HYDRA_FULL_ERROR"] = "1"
-    os.environ["SNNEXP_USER_FULL_ERROR"] = user_full_error or "0"
+    os.environ[DEBUG_ENV] = "1" if debug else "0"
     try:
         return _app()
+    except BrokenPipeError:  # `snnexp train --help | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
     except Exception as exc:
-        if user_full_error == "1" or _debug_requested(argv):
+        if debug:
             raise
-        print(f"snnexp {command}: error: {_one_line(exc)}", file=sys.stderr, flush=True)
+        print(f"snnexp {command}: error: {one_line(exc, command)}", file=sys.stderr, flush=True)
         sys.exit(2)
     finally:
         sys.argv = saved
-        os.environ.pop("SNNEXP_USER_FULL_ERROR", None)
+        os.environ.pop(DEBUG_ENV, None)
         if user_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
             os.environ["HYDRA_FULL_ERROR"] = user_full_error
 
 
-def _debug_requested(argv: list[str]) -> bool:
-    return any(a.lower() in ("debug=true", "debug=1", "+debug=true") for a in argv)
+def _chain(exc: BaseException) -> list[BaseException]:
+    out: list[BaseException] = []
+    while exc is not None and exc not in out:
+        out.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return out
 
 
-def _one_line(exc: BaseException) -> str:
-    """Hydra/OmegaConf composition errors condensed to one line with the allowed options."""
+def one_line(exc: BaseException, command: str = "train") -> str:
+    """Hydra/OmegaConf composition errors as one line naming the key and the fix."""
+    from snnexp.config.keys import type_error_message, unknown_key_message
+
     if isinstance(exc, OSError) and exc.filename:  # Hydra could not create the run directory
         return (f"cannot create the output directory '{exc.filename}' ({exc.strerror}): choose "
                 "a writable one with hydra.run.dir=PATH or paths.log_dir=PATH")
+    chain = _chain(exc)
     text = str(exc)
+    unknown = re.search(r"Could not override '([^']+)'\.", text)
+    if unknown and "No match in the defaults list" in text:
+        return (f"'{unknown.group(1)}' is not a setting of snnexp {command}: drop it "
+                f"(snnexp {command} --help lists the settings)")
+    if unknown:
+        return unknown_key_message(unknown.group(1), command)
+    merging = re.search(r"Error merging override (\S+?)=(.*)$", text.splitlines()[0])
+    if merging:
+        key, value = merging.group(1).lstrip("+~"), merging.group(2)
+        causes = [str(c).splitlines()[0] for c in chain[1:] if str(c)]
+        if any("not in" in c or "Key '" in c and "not in" in c for c in causes):
+            return unknown_key_message(key, command)
+        return type_error_message(key, value, command)
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.startswith(("Set the environment variable",
                                                        "Config search path", "provider="))]

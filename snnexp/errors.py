@@ -24,3 +24,7 @@ class CheckpointError(SnnexpError):
 
 class TrainingError(SnnexpError):
     """Training cannot continue (e.g. a non-finite loss)."""
+
+
+class StorageError(SnnexpError):
+    """A result cannot be written (disk full, quota, permissions); the previous file is kept."""

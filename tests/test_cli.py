@@ -37,7 +37,7 @@ def test_train_then_evaluate_reproduces_test_metrics(run_cli, sim_dir, tmp_path)
     run = tmp_path / "outputs" / "run1"
     trained = json.loads((run / "test" / "metrics.json").read_text())
     ev = run_cli("evaluate", f"ckpt={run / 'checkpoints' / 'best.pt'}",
-                 "hydra.run.dir=outputs/eval1", "trainer.progress=false")
+                 "hydra.run.dir=outputs/eval1")
     assert ev.returncode == 0, ev.stderr[-3000:]
     evaluated = json.loads((tmp_path / "outputs" / "eval1" / "metrics.json").read_text())
     assert evaluated == trained  # exactly the same numbers

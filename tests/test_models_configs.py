@@ -39,7 +39,7 @@ def test_model_group(name: str) -> None:
     assert set(raw["neuron"]) == _keys(NeuronConfig)
     assert all(set(stage) == _keys(StageConfig) for stage in raw["stages"])
     model = to_schema(OmegaConf.create(raw), ModelConfig)
-    assert model == ModelConfig(block_type=name)  # schema defaults = REFERENCE.md stages
+    assert model == ModelConfig(block_type=name)  # schema defaults = docs/METHOD.md stages
     net = build_network(model, NormConfig(), (2, 32, 40))
     assert net.fc_hidden.out_features == 512
 

@@ -11,7 +11,7 @@ from snnexp.errors import ConfigError
 from snnexp.models import SNNRegressor, build_network, count_trainable_parameters
 from snnexp.models.blocks import PlainBlock, SEWBlock, SpikingBlock
 
-# REFERENCE.md section 2: trainable parameters at hidden 512 on 2 x 260 x 346 input.
+# docs/METHOD.md section 2: trainable parameters at hidden 512 on 2 x 260 x 346 input.
 REFERENCE_COUNTS = {
     ("sew", "bn"): 5_545_776, ("sew", "rms"): 5_545_512, ("sew", "mul"): 5_545_260,
     ("sew", "none"): 5_545_248,

@@ -163,7 +163,7 @@ def test_wandb_online_without_network_falls_back_offline_and_hides_key(run_cli, 
 
 def test_evaluate_with_mismatched_architecture_is_refused(compose_train, tmp_path) -> None:
     from snnexp.commands.evaluate import evaluate
-    from snnexp.config.schema import EvaluateConfig, PathsConfig, TrainerConfig
+    from snnexp.config.schema import EvalRunConfig, EvaluateConfig, PathsConfig
     from snnexp.errors import CheckpointError
 
     train(compose_train("trainer.max_epochs=1", "evaluate_test=false"))
@@ -174,7 +174,7 @@ def test_evaluate_with_mismatched_architecture_is_refused(compose_train, tmp_pat
     torch.save(state, other)
     out = tmp_path / "eval"
     cfg = EvaluateConfig(ckpt=str(other), paths=PathsConfig(output_dir=str(out)),
-                         trainer=TrainerConfig(device="cpu", progress=False), plots=False)
+                         trainer=EvalRunConfig(device="cpu"), plots=False)
     with pytest.raises(CheckpointError, match="does not match the network its config describes"):
         evaluate(cfg)
     assert not (out / "metrics.json").exists()

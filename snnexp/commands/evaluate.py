@@ -6,6 +6,7 @@ A recording the checkpoint was trained on is tested on its test split; any other
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,7 @@ from snnexp.errors import CheckpointError
 
 def _train_config(ckpt: dict[str, Any], data_overrides: dict[str, Any]) -> TrainConfig:
     """The training config stored in the checkpoint, with the user's data overrides."""
-    stored = dict(ckpt["config"])
-    stored.pop("paths", None)  # resolved paths of the training run; not needed here
+    stored = dict(ckpt["config"])  # its paths are the training run's, unused here
     data = dict(stored.get("data", {}))
     data.pop("simulate_missing", None)  # older checkpoints (a key that no longer exists)
     overrides = {k: v for k, v in data_overrides.items() if v is not None}
@@ -59,7 +59,8 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     # a bad engine setting stops before any work
     engine.resolve_backend(ec.trainer.engine, device, ec.trainer.kernel_march)
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
-    tc = _train_config(ckpt, dict(ec.data or {}))
+    overrides = {k: v for k, v in dataclasses.asdict(ec.data).items() if v is not None}
+    tc = _train_config(ckpt, overrides)
     validate_data(tc.data)
     # recordings the checkpoint trained on are tested on their test split, others whole
     trained = {str(r.get("sha256")) for r in (ckpt.get("data") or {}).get("recordings", [])
@@ -79,7 +80,8 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     with torch.no_grad():
         result = evaluate_and_report(net, data, out_dir, k=tc.trainer.tbptt_k,
                                      transient=tc.trainer.transient, monitor=ec.monitor,
-                                     execution=tc.trainer.execution, window=ec.window,
+                                     execution=ec.trainer.execution or tc.trainer.execution,
+                                     window=ec.window,
                                      plots=ec.plots)
     videos = _videos(ec, tc, data, out_dir, device) if ec.video else []
     return {"metrics": result.metrics, "plots": {k: str(v) for k, v in result.plots.items()},
@@ -102,12 +104,12 @@ def _videos(ec: EvaluateConfig, tc: TrainConfig, data: Any, out_dir: Path,
         path = out_dir / f"video_{n}.mp4"
         render_video(prep.path, path, model=model,
                      start_s=(tc.data.trim_start + ref.start) * window_s,
-                     duration_s=ref.length * window_s, progress=ec.trainer.progress)
+                     duration_s=ref.length * window_s, progress=tc.trainer.progress)
         videos.append(path)
-    if ec.logger.name == "wandb" and ec.logger.wandb.mode != "disabled":
+    if tc.logger.name == "wandb" and tc.logger.wandb.mode != "disabled":  # the run's logger
         from snnexp.training.loggers import ExperimentLogger
 
-        logger = ExperimentLogger(ec.logger, out_dir, f"evaluate-{Path(ec.ckpt).stem}",
+        logger = ExperimentLogger(tc.logger, out_dir, f"evaluate-{Path(ec.ckpt).stem}",
                                   {"ckpt": str(ec.ckpt)})
         try:
             if logger.run is not None:

@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from snnexp.config.schema import SimulateConfig
-from snnexp.config.validate import to_schema
+from snnexp.config.validate import to_schema, validate_sim
 from snnexp.errors import ConfigError
 
 
@@ -20,6 +20,7 @@ def simulate(cfg: SimulateConfig | DictConfig) -> list[Path]:
     from snnexp.data.sources import BUILTIN, builtin_path, builtin_sim
 
     sc = to_schema(cfg, SimulateConfig)
+    validate_sim(sc.data.sim, "data.sim")
     if sc.output is None:
         entries = [*sc.data.paths, *sc.data.val_paths, *sc.data.test_paths]
         seeds = [int(e[len(BUILTIN):]) for e in map(str, entries) if e.startswith(BUILTIN)]

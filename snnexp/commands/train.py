@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from snnexp.commands.runner import commit_hydra_record
 from snnexp.config.schema import TrainConfig
 from snnexp.config.validate import to_schema, validate_train
 from snnexp.errors import ConfigError
@@ -44,6 +45,13 @@ def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]
     validate_train(tc)
     sweep_group = _sweep_group()
     finished = _previous_run(tc, multirun=sweep_group is not None)
+    if finished is None and tc.ckpt_path and not tc.finetune:
+        _check_continuation(tc, config_dict)
+        if Path(tc.ckpt_path) == _output_dir(tc) / "checkpoints" / "last.pt":
+            from snnexp.training.loop import report
+
+            report(f"resuming {_output_dir(tc)} from {tc.ckpt_path}")
+    commit_hydra_record(_output_dir(tc))  # only now may Hydra's record of this run be kept
     if finished is not None:
         return finished, {}
     if tc.ckpt_path and config_dict is not None:
@@ -86,12 +94,25 @@ def _previous_run(tc: TrainConfig, multirun: bool) -> dict[str, Any] | None:
         if not resumable:
             raise ConfigError(f"run directory '{out}' already holds a run: pass resume=true to "
                               "continue it, or choose a new hydra.run.dir")
-        print(f"resuming {out} from {last}", flush=True)
-        tc.ckpt_path = str(last)
+        tc.ckpt_path = str(last)  # announced once its settings are checked
     elif tc.resume and not multirun:
         raise ConfigError(f"resume=true but '{last}' does not exist: pass the run's directory "
                           "(hydra.run.dir=outputs/train/runs/<run>) or ckpt_path=PATH/last.pt")
     return None
+
+
+def _check_continuation(tc: TrainConfig, config_dict: dict[str, Any] | None) -> None:
+    """Refuse to continue from ``tc.ckpt_path`` under other settings than it was trained with."""
+    from snnexp.training.checkpoint import load_checkpoint
+    from snnexp.training.loggers import scrub_secrets
+    from snnexp.training.resume import check_same_settings
+
+    ckpt = Path(tc.ckpt_path).expanduser()
+    stored = load_checkpoint(ckpt).get("config") or {}
+    current = scrub_secrets(config_dict if config_dict is not None
+                            else OmegaConf.to_container(OmegaConf.structured(tc), resolve=True))
+    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    check_same_settings(stored, current, ckpt, run_dir)
 
 
 def _write_final_metrics(output_dir: Path, metrics: dict[str, Any]) -> None:
@@ -112,10 +133,12 @@ def train_command(cfg: DictConfig) -> float | None:
 
 
 def _print_summary(m: dict[str, Any]) -> None:
-    print(f"best val mse {m['val/mse_best']:.6f} at epoch {m['best_epoch']} "
+    from snnexp.training.loop import report
+
+    report(f"best val mse {m['val/mse_best']:.6f} at epoch {m['best_epoch']} "
           f"({m['epochs']} epochs, {m['optimizer_steps']} optimizer steps)")
     if "test/mae_deg" in m:
-        print(f"test: mae {m['test/mae_deg']:.2f} deg (std {m['test/std_deg']:.2f}, max "
+        report(f"test: mae {m['test/mae_deg']:.2f} deg (std {m['test/std_deg']:.2f}, max "
               f"{m['test/max_deg']:.2f}), mse {m['test/mse']:.6f}, rel {m['test/rel']:.4f}; "
               f"hold-initial-angle baseline mae {m['test/baseline_mae_deg']:.2f} deg")
     for group, what in (("held_out", "held-out recordings"), ("within", "training recordings' "

@@ -87,9 +87,19 @@ def job_name(num: object, overrides: Iterable[str]) -> str:
     return name
 
 
+def summary_dir(output: object, dirs: object) -> str:
+    """Where ``snnexp summarize`` writes (its run directory): ``output``, else the first dir."""
+    if output:
+        return str(output)
+    first = list(dirs)[0] if dirs else None  # type: ignore[call-overload]
+    return str(first) if first else "."
+
+
 def register_resolvers() -> None:
-    """Register ``snnexp_job_name`` (idempotent)."""
+    """Register ``snnexp_job_name`` and ``snnexp_summary_dir`` (idempotent)."""
     from omegaconf import OmegaConf
 
     if not OmegaConf.has_resolver("snnexp_job_name"):
         OmegaConf.register_new_resolver("snnexp_job_name", job_name)
+    if not OmegaConf.has_resolver("snnexp_summary_dir"):
+        OmegaConf.register_new_resolver("snnexp_summary_dir", summary_dir)

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, MissingMandatoryValue, OmegaConf
 
 from snnexp.config import schema as S
 from snnexp.errors import ConfigError
@@ -15,14 +15,53 @@ T = TypeVar("T")
 
 
 def to_schema(cfg: Any, cls: type[T]) -> T:
-    """Turn a composed DictConfig (or an instance already) into the schema dataclass ``cls``."""
+    """Turn a composed DictConfig (or an instance already) into the schema dataclass ``cls``.
+
+    A key the schema does not know (e.g. added with ``+trainer.max_epoch=3``) is refused with
+    the nearest known key, so a typo never runs with the setting silently ignored.
+    """
     if isinstance(cfg, cls):
         return cfg
     if isinstance(cfg, DictConfig):
+        _refuse_unknown_keys(OmegaConf.to_container(cfg, resolve=False), cls)
         merged = OmegaConf.merge(OmegaConf.structured(cls), cfg)
-        OmegaConf.resolve(merged)
-        return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        try:
+            OmegaConf.resolve(merged)
+            return OmegaConf.to_object(merged)  # type: ignore[return-value]
+        except MissingMandatoryValue as exc:
+            key = getattr(exc, "full_key", "") or "?"
+            example = _REQUIRED_EXAMPLES.get(key, f"{key}=VALUE")
+            raise ConfigError(f"config key '{key}' has no value: set it, e.g. {example}") from None
     raise TypeError(f"expected {cls.__name__} or DictConfig, got {type(cfg).__name__}")
+
+
+_REQUIRED_EXAMPLES = {
+    "ckpt": "snnexp evaluate ckpt=outputs/train/runs/<run>/checkpoints/best.pt",
+    "data.paths": "data.paths=[/data/rec.aedat4]",
+    "output": "snnexp simulate output=data/sim.aedat4",
+}
+
+
+def _refuse_unknown_keys(node: Any, cls: type, prefix: str = "") -> None:
+    """Raise ConfigError for the first mapping key below ``node`` that ``cls`` does not have."""
+    import typing
+
+    from snnexp.config.keys import COMMAND_SCHEMAS, key_type, unknown_key_message
+
+    if not isinstance(node, dict):
+        return
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        tp = key_type(cls, path)
+        if tp is None:
+            command = next((c for c, k in COMMAND_SCHEMAS.items() if k is cls), "train")
+            raise ConfigError(unknown_key_message(path, command))
+        free_form = tp is dict or typing.get_origin(tp) is dict  # e.g. evaluate's data: {...}
+        if isinstance(value, dict) and not free_form:
+            _refuse_unknown_keys(value, cls, f"{path}.")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                _refuse_unknown_keys(item, cls, f"{path}.{i}.")
 
 
 def _fail(key: str, value: Any, allowed: str) -> None:
@@ -71,14 +110,18 @@ def validate_data(d: S.DataConfig, key: str = "data") -> None:
     _at_least(f"{key}.augment.shift_px", a.shift_px, 0)
     if not a.noise_hz >= 0:
         _fail(f"{key}.augment.noise_hz", a.noise_hz, "must be >= 0")
-    sim = d.sim
-    _positive(f"{key}.sim.duration_s", sim.duration_s)
-    _at_least(f"{key}.sim.width", sim.width, 8)
-    _at_least(f"{key}.sim.height", sim.height, 8)
+    validate_sim(d.sim, f"{key}.sim")
+
+
+def validate_sim(sim: S.SimConfig, key: str = "sim") -> None:
+    """Check the simulated recording's settings (``key`` names them in messages)."""
+    _positive(f"{key}.duration_s", sim.duration_s)
+    _at_least(f"{key}.width", sim.width, 8)
+    _at_least(f"{key}.height", sim.height, 8)
     if not sim.roll_min_deg < sim.roll_max_deg:
-        _fail(f"{key}.sim.roll_min_deg", sim.roll_min_deg, "must be below data.sim.roll_max_deg")
-    _positive(f"{key}.sim.contrast_threshold", sim.contrast_threshold)
-    _positive(f"{key}.sim.imu_rate_hz", sim.imu_rate_hz)
+        _fail(f"{key}.roll_min_deg", sim.roll_min_deg, f"must be below {key}.roll_max_deg")
+    _positive(f"{key}.contrast_threshold", sim.contrast_threshold)
+    _positive(f"{key}.imu_rate_hz", sim.imu_rate_hz)
 
 
 def validate_model(m: S.ModelConfig, n: S.NormConfig) -> None:
@@ -135,12 +178,30 @@ def validate_train(cfg: S.TrainConfig) -> None:
     o = cfg.optimizer
     _choice("optimizer.name", o.name, S.OPTIMIZERS)
     _positive("optimizer.lr", o.lr)
+    if o.name == "sgd" and o.momentum is None:
+        _fail("optimizer.momentum", None, "SGD needs a momentum, e.g. optimizer.momentum=0.9")
+    if o.name == "adam" and (o.betas is None or len(o.betas) != 2):
+        _fail("optimizer.betas", o.betas, "Adam needs two betas, e.g. optimizer.betas=[0.9,0.999]")
+    s_ = cfg.scheduler
+    if s_.name == "plateau" and (s_.factor is None or s_.patience is None):
+        _fail("scheduler.factor", s_.factor, "the plateau scheduler needs scheduler.factor and "
+              "scheduler.patience, e.g. scheduler.factor=0.5 scheduler.patience=1")
+    if s_.name in ("plateau", "cosine") and s_.min_lr is None:
+        _fail("scheduler.min_lr", None, "set a lower bound, e.g. scheduler.min_lr=1e-6")
     _at_least("optimizer.weight_decay", o.weight_decay, 0.0)
     _choice("scheduler.name", cfg.scheduler.name, S.SCHEDULERS)
-    _at_least("scheduler.min_lr", cfg.scheduler.min_lr, 0.0)
+    if cfg.scheduler.min_lr is not None:
+        _at_least("scheduler.min_lr", cfg.scheduler.min_lr, 0.0)
     validate_trainer(cfg.trainer)
     validate_logger(cfg.logger)
     _choice("monitor", cfg.monitor, S.MONITORS)
+    train_part, val_part, test_part = cfg.data.split
+    if train_part <= 0 or val_part <= 0:
+        _fail("data.split", list(cfg.data.split), "training needs a training and a validation "
+              "part (the best epoch is chosen on validation), e.g. data.split=[0.88,0.07,0.05]")
+    if cfg.evaluate_test and test_part <= 0:
+        _fail("data.split", list(cfg.data.split), "the test part is empty but evaluate_test=true:"
+              " give it a fraction (e.g. data.split=[0.5,0.4,0.1]) or pass evaluate_test=false")
     if cfg.trainer.transient >= cfg.data.seq_length - 1:
         _fail("trainer.transient", cfg.trainer.transient,
               f"must be below data.seq_length - 1 = {cfg.data.seq_length - 1}")
@@ -150,6 +211,9 @@ def validate_evaluate(cfg: S.EvaluateConfig) -> None:
     if not cfg.ckpt or cfg.ckpt == "???":
         _fail("ckpt", cfg.ckpt,
               "pass the checkpoint to evaluate: snnexp evaluate ckpt=PATH/best.pt")
-    validate_trainer(cfg.trainer)
-    validate_logger(cfg.logger)
+    _choice("trainer.device", cfg.trainer.device, S.DEVICES)
+    if cfg.trainer.num_threads is not None:
+        _at_least("trainer.num_threads", cfg.trainer.num_threads, 1)
+    if cfg.trainer.execution is not None:
+        _choice("trainer.execution", cfg.trainer.execution, S.EXECUTIONS)
     _choice("monitor", cfg.monitor, S.MONITORS)

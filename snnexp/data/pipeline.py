@@ -28,6 +28,7 @@ import numpy as np
 from snnexp.config.schema import DataConfig
 from snnexp.data import cache as C
 from snnexp.data.frames import common_range, frame_shape, make_grid
+from snnexp.data.imu_checks import check_imu
 from snnexp.data.labels import imu_angles, labels_at
 from snnexp.data.recording import check_decodable, check_path, open_recording
 from snnexp.data.sources import absolute
@@ -251,6 +252,7 @@ def _build(path: Path, cfg: DataConfig, sha: str, out_dir: Path) -> dict[str, An
         if len(imu) < 2:
             raise DataError(f"recording {path} has {len(imu)} IMU samples, too few for "
                             "orientation labels: record with the IMU enabled")
+        check_imu(imu.t, imu.acc, imu.gyro, str(path))
         imu_first, imu_last = int(imu.t[0]), int(imu.t[-1])
         packets = rd.iter_events()
         first = next((p for p in packets if len(p)), None)

@@ -3,7 +3,7 @@
 The grid starts where events and IMU both have data (the data pipeline's common start; the
 first event when the stream has no IMU). The output integrator starts from the IMU label of
 window 0 (else from ``initial_angle``), then the network steps once per later window, exactly
-as an evaluation sequence does (REFERENCE.md section 3), so a file gives evaluate's angles.
+as an evaluation sequence does (docs/METHOD.md section 3), so a file gives evaluate's angles.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Spiking networks that regress a value per time step from event frames (REFERENCE.md s. 2).
+"""Spiking networks that regress a value per time step from event frames (docs/METHOD.md section 2).
 
 ``build_network`` is what the trainer calls; ``Monitors`` records spike activity and norm
 statistics without changing the model.

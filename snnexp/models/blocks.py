@@ -1,6 +1,6 @@
 """Residual blocks (plain, Spiking-ResNet, SEW-ResNet) and the network's stages.
 
-Layer order, strides and shortcuts as REFERENCE.md section 2 (and SpikingJelly's
+Layer order, strides and shortcuts as docs/METHOD.md section 2 (and SpikingJelly's
 ``sew_resnet.BasicBlock``): conv -> norm -> neuron, then the combine. Every conv is bias-free
 and the 3x3 convs have padding 1. Blocks take ``(x, steps)`` like the norms and neurons they
 contain: convolutions see the flattened ``[steps * B, ...]`` batch, norms and neurons the time

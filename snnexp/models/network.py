@@ -26,7 +26,7 @@ from snnexp.models.neurons import StatefulModule
 class SNNRegressor(nn.Module):
     """Event frames ``[.., C, H, W]`` -> one regressed value per sample and time step.
 
-    Layout (REFERENCE.md section 2): ``stages`` -> flatten -> ``fc_hidden`` (no bias) ->
+    Layout (docs/METHOD.md section 2): ``stages`` -> flatten -> ``fc_hidden`` (no bias) ->
     ``sn_hidden`` (LIF) -> ``fc_out`` (no bias) -> ``integrator`` (non-spiking, tau_out), whose
     membrane after each step is the prediction. The flattened feature size is measured by a dry
     run on ``input_shape``, so any resolution and any input downsampling work.

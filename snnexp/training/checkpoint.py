@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import shutil
 import tempfile
 import zipfile
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import IO, Any
 
 import torch
 
-from snnexp.errors import CheckpointError
+from snnexp.errors import CheckpointError, StorageError
 
 FORMAT = "snnexp-checkpoint"
 VERSION = 1
@@ -43,16 +44,47 @@ def _atomic_write(path: str | os.PathLike[str], mode: str,
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; files follow the umask
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, RuntimeError) and not _is_write_failure(exc):
+            raise
+        raise StorageError(_write_failure(path, exc)) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     _fsync_dir(path.parent)
     return path
+
+
+def _is_write_failure(exc: RuntimeError) -> bool:
+    """torch.save reports a failed write (e.g. a full disk) as a RuntimeError."""
+    text = str(exc).lower()
+    return any(w in text for w in ("inline_container", "file write failed", "unexpected pos",
+                                   "no space", "write"))
+
+
+def _write_failure(path: Path, exc: BaseException) -> str:
+    reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0][:120]
+    try:
+        free = f"{shutil.disk_usage(path.parent).free / 1e6:.0f} MB free there"
+    except OSError:
+        free = "free space unknown"
+    kept = f"the previous {path.name} was kept" if path.exists() else "nothing was replaced"
+    return (f"cannot write '{path}' ({reason}; {free}); {kept}: free disk space or write the run "
+            "elsewhere with hydra.run.dir=PATH")
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -72,6 +104,9 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: str | torch.devi
                     ) -> dict[str, Any]:
     """Load a checkpoint safely; raise CheckpointError with the reason and the fix."""
     path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint '{path}' is a directory: pass a checkpoint file, e.g. "
+                              f"{path / 'checkpoints' / 'best.pt'}")
     if not path.is_file():
         raise CheckpointError(f"checkpoint '{path}' does not exist: pass an existing file, e.g. "
                               "ckpt=outputs/train/runs/<run>/checkpoints/best.pt")

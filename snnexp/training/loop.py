@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import math
 import time
 from pathlib import Path
@@ -85,6 +86,7 @@ class Trainer:
         self.best_epoch = 0
         self.bad_epochs = 0
         self.stopped_early = False
+        self.saved_epoch = 0  # epoch of the checkpoints/last.pt on disk (0: none)
         self.ctx = dist.DistContext()  # single process unless trainer.strategy=ddp
 
     # ------------------------------------------------------------------ setup
@@ -121,7 +123,8 @@ class Trainer:
         self.model = dist.wrap(self.net, self.ctx, self.device)
         if self.is_main:
             self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-            (self.output_dir / "config.yaml").write_text(OmegaConf.to_yaml(self.config_dict))
+            ckpt.atomic_write_text(self.output_dir / "config.yaml",
+                                   OmegaConf.to_yaml(self.config_dict))
             write_provenance(self.output_dir)
         self.logger = ExperimentLogger(
             cfg.logger, self.output_dir, run_name(cfg), self.config_dict, tags=list(cfg.tags),
@@ -143,6 +146,8 @@ class Trainer:
             raise CheckpointError(
                 f"checkpoint '{self.cfg.ckpt_path}' holds another architecture than the "
                 "configured model; resume with the run's own settings (its config.yaml)") from None
+        if self.cfg.finetune:  # the weights only: a new training starts from them
+            return {}
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
@@ -150,6 +155,7 @@ class Trainer:
         self.epoch, self.global_step = int(t["epoch"]), int(t["global_step"])
         self.best_mse, self.best_epoch = float(t["best_mse"]), int(t["best_epoch"])
         self.bad_epochs = int(t["bad_epochs"])
+        self.saved_epoch = self.epoch
         self.history = list(state.get("history", []))
         if state.get("rng"):
             restore_rng_state(state["rng"])
@@ -182,10 +188,20 @@ class Trainer:
         bar = _progress(batches, total, f"epoch {epoch} train", t.progress and self.is_main)
         losses: list[float] = []
         for frames, labels in bar:
-            out = run_sequence(self.model, frames, labels, k=t.tbptt_k, transient=t.transient,
-                               optimizer=self.optimizer, execution=t.execution,
-                               grad_clip=t.grad_clip, amp=t.amp, on_chunk=on_chunk,
-                               step_offset=self.global_step)
+            if not torch.isfinite(labels).all():
+                raise TrainingError(
+                    f"the training labels hold {int((~torch.isfinite(labels)).sum())} NaN or "
+                    "infinite values (a recording's IMU stream has non-finite samples); "
+                    f"{self._kept()}: check or replace the recording in data.paths")
+            try:
+                out = run_sequence(self.model, frames, labels, k=t.tbptt_k,
+                                   transient=t.transient, optimizer=self.optimizer,
+                                   execution=t.execution, grad_clip=t.grad_clip, amp=t.amp,
+                                   on_chunk=on_chunk, step_offset=self.global_step)
+            except TrainingError as exc:  # a non-finite loss: say what exists on disk
+                first = str(exc).split(";")[0]
+                raise TrainingError(f"{first} in epoch {epoch}; {self._kept()}: lower "
+                                    "optimizer.lr or set trainer.grad_clip") from None
             self.global_step += out.optimizer_steps
             losses.extend(out.chunk_losses)
             if hasattr(bar, "set_postfix"):
@@ -250,6 +266,7 @@ class Trainer:
         if every and self.epoch % every == 0:
             ckpt.atomic_save(state, self.ckpt_dir / f"epoch_{self.epoch:03d}.pt")
         ckpt.atomic_save(state, self.ckpt_dir / LAST)
+        self.saved_epoch = self.epoch
         ckpt.atomic_write_text(self.output_dir / "history.json",
                                json.dumps(self.history, indent=1))
 
@@ -270,8 +287,9 @@ class Trainer:
             self.epoch = epoch
             val_mse = val_metrics["val/mse"]
             if not math.isfinite(val_mse):
-                raise TrainingError(f"validation MSE is {val_mse} after epoch {epoch}; the last "
-                                    "good checkpoint was kept: lower optimizer.lr")
+                raise TrainingError(f"validation MSE is {val_mse} after epoch {epoch}; "
+                                    f"{self._kept()}: lower optimizer.lr or set "
+                                    "trainer.grad_clip")
             improved = val_mse < self.best_mse
             if improved:
                 self.best_mse, self.best_epoch, self.bad_epochs = val_mse, epoch, 0
@@ -282,13 +300,15 @@ class Trainer:
                       "val/mse_best": self.best_mse, "time_s": round(time.time() - start, 2)}
             self.history.append(record)
             self.logger.log_epoch(epoch, record)
+            if self.is_main:
+                line = (f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
+                        f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})")
+                if t.progress:
+                    epochs.set_postfix(loss=f"{record['train/loss']:.5f}", val=f"{val_mse:.5f}",
+                                       best=f"{self.best_mse:.5f}@{self.best_epoch}")
+                report(line, epochs.write if t.progress else None)
             self.save(record, improved)
             dist.barrier(self.ctx)
-            if t.progress and self.is_main:
-                epochs.set_postfix(loss=f"{record['train/loss']:.5f}", val=f"{val_mse:.5f}",
-                                   best=f"{self.best_mse:.5f}@{self.best_epoch}")
-                epochs.write(f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
-                             f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})")
         else:
             self.stopped_early = self.bad_epochs >= t.early_stopping_patience
         summary = {"val/mse_best": self.best_mse, "best_epoch": self.best_epoch,
@@ -297,6 +317,13 @@ class Trainer:
         self.logger.log_summary(summary)
         self.logger.log_artifact(self.output_dir / "history.json", "history", "history")
         return summary
+
+    def _kept(self) -> str:
+        """What a stopped run leaves to continue from (for error messages)."""
+        if self.saved_epoch and (self.ckpt_dir / LAST).is_file():
+            return (f"training stopped; {self.ckpt_dir / LAST} of epoch {self.saved_epoch} (the "
+                    "last good one) was kept")
+        return "training stopped before the first epoch ended, so no checkpoint was written"
 
     def _step_scheduler(self, val_mse: float) -> None:
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -328,6 +355,19 @@ class Trainer:
         if logger is not None:
             logger.finish(exit_code)
         dist.shutdown(self.ctx)
+
+
+def report(line: str, write: Any = None) -> None:
+    """Print ``line`` (through ``write``, e.g. a progress bar's) and add it to the run's log file.
+
+    The log file is the file handler of Hydra's job logging (``<command>.log``); outside Hydra
+    the line is only printed.
+    """
+    (write or print)(line)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(logging.makeLogRecord({"msg": line, "levelno": logging.INFO,
+                                                "levelname": "INFO", "name": "snnexp"}))
 
 
 def _prepare_output_dir(directory: Path) -> None:

@@ -59,6 +59,7 @@ def provenance() -> dict[str, Any]:
 
 
 def write_provenance(output_dir: Path) -> Path:
-    path = Path(output_dir) / "provenance.json"
-    path.write_text(json.dumps(provenance(), indent=1))
-    return path
+    from snnexp.training.checkpoint import atomic_write_text
+
+    return atomic_write_text(Path(output_dir) / "provenance.json",
+                             json.dumps(provenance(), indent=1))

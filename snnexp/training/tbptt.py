@@ -1,4 +1,4 @@
-"""Truncated backpropagation through time over one batch of sequences (REFERENCE.md section 3).
+"""Truncated backpropagation through time over one batch of sequences (docs/METHOD.md section 3).
 
 Per sequence: reset every neuron, set the output integrator's membrane to the first label, then
 feed windows 1 .. T-1. Every K steps: MSE of the K predictions against their labels, backward,
