@@ -19,7 +19,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ["data", "model", "norm", "optimizer", "scheduler", "logger", "trainer", "experiment",
           "debug", "paths"]
 PRIMARY = {"train": S.TrainConfig, "evaluate": S.EvaluateConfig, "simulate": S.SimulateConfig,
-           "summarize": S.SummarizeConfig}
+           "summarize": S.SummarizeConfig, "view": S.ViewConfig, "infer": S.InferConfig,
+           "export": S.ExportConfig}
 
 
 def _compose(name: str, *overrides: str):
@@ -47,9 +48,11 @@ def test_every_group_option_fills_every_schema_key(group: str, option: str, tmp_
     assert not missing, f"{group}={option} leaves {missing} without a value"
 
 
-@pytest.mark.parametrize("name", ["evaluate", "simulate", "summarize"])
+@pytest.mark.parametrize("name", ["evaluate", "simulate", "summarize", "view", "infer",
+                                  "export"])
 def test_other_commands_compose_to_their_schema(name: str, tmp_path) -> None:
-    extra = {"evaluate": ["ckpt=x.pt"], "simulate": [], "summarize": ["dirs=[x]"]}[name]
+    extra = {"evaluate": ["ckpt=x.pt"], "simulate": [], "summarize": ["dirs=[x]"], "view": [],
+             "infer": ["ckpt=x.pt", "source=x.aedat4"], "export": ["ckpt=x.pt"]}[name]
     cfg = _compose(name, *extra, f"paths.output_dir={tmp_path}")
     assert isinstance(to_schema(cfg, PRIMARY[name]), PRIMARY[name])
 
@@ -80,7 +83,7 @@ def test_schema_py_holds_no_default_values() -> None:
     (S.TrainerConfig, "trainer/default.yaml", None),
     (S.NormConfig, "norm/bn.yaml", None),
     (S.NeuronConfig, "model/sew.yaml", "neuron"),
-    (S.SimConfig, "simulate.yaml", "sim"),
+    (S.SimConfig, "data/aedat4.yaml", "sim"),
     (S.DataConfig, "data/aedat4.yaml", None),
     (S.OptimizerConfig, "optimizer/adam.yaml", None),
 ])

@@ -35,7 +35,7 @@ def _one_error(out: subprocess.CompletedProcess, expected: str) -> str:
     ["train", "trainer.tbptt_k=0"],
     ["evaluate", "ckpt=missing.pt"],
     ["summarize", "dirs=[nothing_here]"],
-    ["simulate", "output=x.aedat4", "sim.width=2"],
+    ["simulate", "output=x.aedat4", "data.sim.width=2"],
 ])
 def test_debug_true_shows_the_traceback_in_every_command(run_cli, args: list[str]) -> None:
     plain = run_cli(*args)
@@ -111,10 +111,11 @@ def test_failed_command_leaves_no_run_directory(run_cli, tmp_path) -> None:
 
 
 def test_split_without_test_part_is_refused_before_training(run_cli, tmp_path) -> None:
-    out = run_cli("train", *TINY, "data.split=[0.5,0.5,0.0]", "hydra.run.dir=outputs/s")
+    out = run_cli("train", *TINY, "data.split=[0.5,0.5,0.0]", "data.test_paths=[]",
+                  "hydra.run.dir=outputs/s")
     _one_error(out, "evaluate_test=false")
     assert out.returncode == 2 and not (tmp_path / "outputs" / "s").exists()
-    out = run_cli("train", *TINY, "data.split=[0.9,0.0,0.1]")
+    out = run_cli("train", *TINY, "data.split=[0.9,0.0,0.1]", "data.val_paths=[]")
     _one_error(out, "validation part")
 
 
@@ -362,7 +363,7 @@ def test_sigterm_keeps_last_checkpoint_prints_resume_command_and_resume_checks_c
 def test_sighup_during_a_simulation_leaves_no_partial_file_and_no_run_dir(tmp_path) -> None:
     env = dict(os.environ, SNNEXP_ROOT=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "snnexp", "simulate", "output=sim/long.aedat4",
-                             "sim.duration_s=600", "hydra.run.dir=outputs/sim"], cwd=tmp_path,
+                             "data.sim.duration_s=600", "hydra.run.dir=outputs/sim"], cwd=tmp_path,
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 60
     while time.time() < deadline and not (tmp_path / "outputs" / "sim").exists():

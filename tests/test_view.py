@@ -105,7 +105,7 @@ def test_evaluate_video_true_renders_the_test_sequence(ckpt, tmp_path) -> None:
 
     out = evaluate(compose("evaluate", [f"ckpt={ckpt}", f"paths.output_dir={tmp_path}",
                                         "plots=false", "monitor=none", "video=true",
-                                        "trainer.progress=false", "trainer.num_threads=1"]))
+                                        "trainer.num_threads=1"]))
     parts = json.loads((tmp_path / "metrics.json").read_text())["recordings"]  # test sequences
     assert len(parts) >= 2  # TINY tests a held-out recording and its training recording's part
     assert [Path(v).name for v in out["videos"]] == [f"video_{n}.mp4" for n in range(len(parts))]

@@ -196,12 +196,14 @@ def validate_train(cfg: S.TrainConfig) -> None:
     validate_logger(cfg.logger)
     _choice("monitor", cfg.monitor, S.MONITORS)
     train_part, val_part, test_part = cfg.data.split
-    if train_part <= 0 or val_part <= 0:
+    if train_part <= 0 or (val_part <= 0 and not cfg.data.val_paths):
         _fail("data.split", list(cfg.data.split), "training needs a training and a validation "
-              "part (the best epoch is chosen on validation), e.g. data.split=[0.88,0.07,0.05]")
-    if cfg.evaluate_test and test_part <= 0:
+              "part (the best epoch is chosen on validation), e.g. data.split=[0.88,0.07,0.05] "
+              "or held-out validation recordings in data.val_paths")
+    if cfg.evaluate_test and test_part <= 0 and not cfg.data.test_paths:
         _fail("data.split", list(cfg.data.split), "the test part is empty but evaluate_test=true:"
-              " give it a fraction (e.g. data.split=[0.5,0.4,0.1]) or pass evaluate_test=false")
+              " give it a fraction (e.g. data.split=[0.5,0.4,0.1]), name held-out recordings in "
+              "data.test_paths or pass evaluate_test=false")
     if cfg.trainer.transient >= cfg.data.seq_length - 1:
         _fail("trainer.transient", cfg.trainer.transient,
               f"must be below data.seq_length - 1 = {cfg.data.seq_length - 1}")
