@@ -3,6 +3,9 @@
 * event decoding + framing (+ labelling) throughput of an uncached prepare, in events/s;
 * labelling: the compiled Madgwick filter vs the plain ``ahrs`` loop (speed ratio, max angle
   difference in radians) on the recording's IMU stream, alternated over repetitions;
+* framing: training frames/s at the reference size (2 x 260 x 346, SEW + BN, B=4, K=10) with
+  frames built on the fly from the sparse cache (in a DataLoader worker) vs read from a dense
+  frame cache (memory-mapped .npy, the layout before the sparse cache), alternated;
 * cold vs cached start of a run: the time a training run needs to reach its first training
   step (``Trainer.setup()`` -- data, network, optimizer, logger -- plus the first batch), with
   an empty data cache vs the cache the cold run filled, each run in a new process, on
@@ -11,6 +14,7 @@
   start and imports included); also ``prepare_recording`` alone.
 
     python -m benchmarks.bench_data [--duration 20] [--start-durations 60,300] [--reps 3]
+                                    [--framing-only]
 """
 
 from __future__ import annotations
@@ -41,7 +45,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--start-durations", default="60,300",
                         help="simulated seconds of the recordings for the cold / cached start")
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--framing-only", action="store_true",
+                        help="only the on-the-fly vs dense framing comparison")
+    parser.add_argument("--framing-batches", type=int, default=3,
+                        help="training batches (of 3 TBPTT chunks) per framing repetition")
+    parser.add_argument("--framing-workers", type=int, default=1, help="data.num_workers")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (all cores)")
     args = parser.parse_args(argv)
+    if args.framing_only:
+        result = {"machine": machine(), "framing": framing(args.reps, args.framing_batches,
+                                                          workers=args.framing_workers,
+                                                          threads=args.threads)}
+        print(f"wrote {write_json('data_framing', result)}")
+        return result
     from snnexp.config.schema import DataConfig, SimConfig
     from snnexp.data import labels as L
     from snnexp.data.pipeline import prepare_recording
@@ -86,9 +102,101 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
               f"{np.median(fast_t) * 1e3:.1f} ms, ratio {np.median(ratios):.0f}x, max angle "
               f"difference {max_diff:.1e} rad", flush=True)
 
+    result["framing"] = framing(args.reps, args.framing_batches, workers=args.framing_workers,
+                                threads=args.threads)
     result["start"] = [start(float(d), args.reps) for d in args.start_durations.split(",") if d]
     print(f"wrote {write_json('data', result)}")
     return result
+
+
+def framing(reps: int, n_batches: int, duration: float = 6.0, workers: int = 1,
+            threads: int | None = None) -> dict[str, Any]:
+    """Training frames/s with frames built on the fly (sparse cache, one DataLoader worker) vs
+    copied from a dense memory-mapped frame cache, alternated A/B over ``reps``."""
+    import torch
+
+    from snnexp.config.schema import (
+        DataConfig,
+        LoggerConfig,
+        NormConfig,
+        SimConfig,
+        TrainConfig,
+        TrainerConfig,
+    )
+    from snnexp.data.simulate import simulate_recording
+    from snnexp.training.loop import Trainer
+    from snnexp.training.tbptt import run_sequence
+
+    seq, batch = 31, 4  # 3 TBPTT chunks of K = 10 per batch
+    with tempfile.TemporaryDirectory() as tmp:
+        path = simulate_recording(SimConfig(duration_s=duration, seed=5), Path(tmp) / "r.aedat4")
+        data_cfg = DataConfig(paths=[str(path)], cache_dir=str(Path(tmp) / "cache"),
+                              downsample=1, seq_length=seq, batch_size=batch,
+                              num_workers=workers)
+        cfg = TrainConfig(data=data_cfg, logger=LoggerConfig(name="none"),
+                          norm=NormConfig(kind="bn"),
+                          trainer=TrainerConfig(progress=False, num_threads=threads))
+        trainer = Trainer(cfg, Path(tmp) / "run")
+        trainer.setup()
+        data = trainer.data
+        prep = data.prepared[0]
+        dense = np.lib.format.open_memmap(Path(tmp) / "frames.npy", mode="w+", dtype=np.uint16,
+                                          shape=(prep.n_windows, *prep.input_shape))
+        for lo in range(0, prep.n_windows, 200):
+            dense[lo:lo + 200] = prep.frames(lo, min(prep.n_windows, lo + 200))
+        dense.flush()
+        del dense
+
+        class Dense:  # the cache layout before: frames [N, 2, H, W] memory-mapped
+            frames = np.load(Path(tmp) / "frames.npy", mmap_mode="r")
+            labels = prep.labels
+
+        def dense_batches(epoch: int):
+            order = data.train_order(epoch)
+            for lo in range(0, len(order), batch):
+                refs = [data.train_refs[int(i)] for i in order[lo:lo + batch]]
+                frames = np.empty((seq, len(refs), *prep.input_shape), np.uint16)
+                labels = np.empty((seq, len(refs)), np.float32)
+                for b, r in enumerate(refs):
+                    frames[:, b] = Dense.frames[r.start:r.start + seq]
+                    labels[:, b] = Dense.labels[r.start:r.start + seq]
+                yield torch.from_numpy(frames), torch.from_numpy(labels)
+
+        def run(batches) -> float:
+            n, start_t = 0, time.perf_counter()
+            for i, (frames, labels) in enumerate(batches):
+                if i == n_batches:
+                    break
+                run_sequence(trainer.model, frames, labels, k=10, optimizer=trainer.optimizer,
+                             execution="chunk")
+                n += frames.shape[0] * frames.shape[1]
+            return n / (time.perf_counter() - start_t)
+
+        assert data.num_train_sequences >= n_batches * batch
+        fb = next(iter(data.train_batches(0)))[0]
+        db = next(dense_batches(0))[0]
+        assert fb.equal(db)  # the same frames either way
+        run(data.train_batches(0))  # warm-up (kernels, allocator)
+        sparse_fps, dense_fps = [], []
+        for rep in range(reps):
+            for kind in (("sparse", "dense") if rep % 2 == 0 else ("dense", "sparse")):
+                if kind == "sparse":
+                    sparse_fps.append(run(data.train_batches(rep + 1)))
+                else:
+                    dense_fps.append(run(dense_batches(rep + 1)))
+        trainer.close()
+        event_bytes = prep.events.data.nbytes + prep.events.offsets.nbytes
+        dense_bytes = prep.n_windows * int(np.prod(prep.input_shape)) * 2
+    ratio = [a / b for a, b in zip(sparse_fps, dense_fps)]
+    out = {"shape": list(prep.input_shape), "batch": batch, "seq": seq, "batches": n_batches,
+           "workers": workers, "threads": threads,
+           "sparse_fps": summary(sparse_fps), "dense_fps": summary(dense_fps),
+           "ratio": summary(ratio), "sparse_bytes": event_bytes, "dense_bytes": dense_bytes}
+    print(f"framing, training at 2x260x346: on the fly {np.median(sparse_fps):.1f} frames/s vs "
+          f"dense cache {np.median(dense_fps):.1f} frames/s: {np.median(ratio):.3f}x "
+          f"[{min(ratio):.3f}-{max(ratio):.3f}]; cache {event_bytes / 1e6:.1f} MB vs "
+          f"{dense_bytes / 1e6:.0f} MB", flush=True)
+    return out
 
 
 def _time_to_first_step(data_cfg: Any, out_dir: Path) -> float:

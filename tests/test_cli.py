@@ -45,6 +45,24 @@ def test_train_then_evaluate_reproduces_test_metrics(run_cli, sim_dir, tmp_path)
                 "amplification.png"):
         assert (tmp_path / "outputs" / "eval1" / png).stat().st_size > 1000, png
     assert (tmp_path / "outputs" / "eval1" / "predictions.csv").is_file()
+    # the run's test: the training recording's test part and the held-out recording, whole
+    parts = {r["group"]: r for r in trained["recordings"]}
+    assert parts["within"]["windows"] == "test split" and parts["held_out"]["windows"] == "all"
+    assert trained["headline"] == "held_out" and trained["mae_deg"] == parts["held_out"]["mae_deg"]
+    assert "test on held-out recordings: mae" in out.stdout
+    # another recording (no '+'): every window of it; a training recording: its test split
+    for rec, group in (("builtin:4", "held_out"), ("builtin:3", "within")):
+        ev = run_cli("evaluate", f"ckpt={run / 'checkpoints' / 'best.pt'}",
+                     f"data.paths=[{rec}]", f"hydra.run.dir=outputs/eval_{group}",
+                     "monitor=none", "plots=false")
+        assert ev.returncode == 0, ev.stderr[-3000:]
+        m = json.loads((tmp_path / "outputs" / f"eval_{group}" / "metrics.json").read_text())
+        (r,) = m["recordings"]
+        assert r["group"] == group and m["steps"] == r["last_window"] - r["first_window"]
+        if group == "held_out":
+            assert r["first_window"] == 0 and r["last_window"] + 1 == 599  # all 6 s of it
+        else:
+            assert r["first_window"] == parts["within"]["first_window"]
 
 
 @pytest.mark.slow

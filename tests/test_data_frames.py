@@ -9,7 +9,6 @@ from snnexp.data.frames import (
     MAX_COUNT,
     OFF_CHANNEL,
     ON_CHANNEL,
-    FrameFileWriter,
     WindowGrid,
     accumulate,
     common_range,
@@ -92,23 +91,6 @@ def test_counts_saturate_instead_of_wrapping() -> None:
     out = np.zeros((1, 2, 1, 1), np.uint16)
     used, saturated = accumulate(out, ev, WindowGrid(T0, 10_000, 1))
     assert out[0, ON_CHANNEL, 0, 0] == MAX_COUNT and saturated == 10 and used == n
-
-
-def test_streams_packets_into_a_frame_file(tmp_path) -> None:
-    ev = random_events(64, 48, 30_000, 0.3, seed=5)
-    grid, _ = make_grid(int(ev.t[0]) + 5_000, int(ev.t[-1]), 7_000)
-    row_bytes = 2 * 48 * 64 * 2
-    with FrameFileWriter(tmp_path / "f.npy", grid, 64, 48, block_bytes=5 * row_bytes) as w:
-        for lo in range(0, 20_000, 4096):  # like the reader's packets
-            w.add(ev[lo:min(lo + 4096, 20_000)])
-        late = ev[20_000:]
-        w.add(late[::-1])  # an unsorted packet
-        w.add(ev[100:200])  # events of blocks already written
-        w.close()
-    expected = per_event_count(ev, 64, 48, grid) + per_event_count(ev[100:200], 64, 48, grid)
-    np.testing.assert_array_equal(np.load(tmp_path / "f.npy"), expected)
-    assert w.used == expected.sum()
-    assert grid.n_windows > 5 * 5  # many blocks
 
 
 def test_time_range_and_trimming() -> None:

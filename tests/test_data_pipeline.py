@@ -45,7 +45,7 @@ def test_prepared_frames_and_labels_follow_the_reference(sim_file: Path, tmp_pat
     assert (prep.meta["start_us"], prep.meta["end_us"]) == (start, end)
     grid = WindowGrid(start + 3 * cfg.window_us, cfg.window_us, total - 8)
     np.testing.assert_array_equal(prep.t_end, grid.ends())
-    np.testing.assert_array_equal(prep.frames, events_to_frames(rec.events, 64, 48, grid))
+    np.testing.assert_array_equal(prep.frames(), events_to_frames(rec.events, 64, 48, grid))
     # label = roll interpolated at the window end (np.interp inside the IMU range)
     roll = imu_angles(rec.imu.t, rec.imu.acc, rec.imu.gyro, "roll", 0.033)
     t0 = rec.imu.t[0]
@@ -59,7 +59,7 @@ def test_second_build_reads_the_cache(sim_file: Path, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = config(tmp_path, [sim_file])
     first = prepare_recording(sim_file, cfg)
-    assert isinstance(first.frames, np.memmap) and Path(first.meta["cache"]).is_dir()
+    assert isinstance(first.events.data, np.memmap) and Path(first.meta["cache"]).is_dir()
 
     def no_decoding(*args: object, **kwargs: object) -> None:
         raise AssertionError("the recording was decoded again")
@@ -67,7 +67,7 @@ def test_second_build_reads_the_cache(sim_file: Path, tmp_path: Path,
     monkeypatch.setattr(pipeline, "open_recording", no_decoding)
     monkeypatch.setattr(pipeline, "imu_angles", no_decoding)
     second = prepare_recording(sim_file, cfg)
-    np.testing.assert_array_equal(second.frames, first.frames)
+    np.testing.assert_array_equal(second.frames(), first.frames())
     np.testing.assert_array_equal(second.labels, first.labels)
     # the target map is applied at load time: other units, same cache entry
     cfg.target_scale, cfg.target_offset = 180.0 / np.pi, 10.0
@@ -108,11 +108,13 @@ def test_without_cache_nothing_is_written(sim_file: Path, tmp_path: Path) -> Non
     cfg = config(tmp_path, [sim_file], cache=False)
     prep = prepare_recording(sim_file, cfg)
     assert prep.meta["cache"] is None and not (tmp_path / "cache").exists()
-    assert prep.frames.sum() > 0
+    assert prep.frames().sum() > 0
 
 
 def test_split_sequences_and_batches(sim_file: Path, tmp_path: Path) -> None:
-    cfg = config(tmp_path, [sim_file, sim_file], seq_length=20, batch_size=3)
+    other = simulate_recording(SimConfig(duration_s=5.0, width=64, height=48, seed=12),
+                               tmp_path / "other.aedat4")
+    cfg = config(tmp_path, [sim_file, other], seq_length=20, batch_size=3)
     data = build_data(cfg, seed=7)
     n = data.prepared[0].n_windows
     (a, b), (c, d), (e, g) = split_bounds(n, cfg.split)
@@ -121,7 +123,8 @@ def test_split_sequences_and_batches(sim_file: Path, tmp_path: Path) -> None:
     assert data.num_train_sequences == 2 * per_rec_train
     assert data.num_val_sequences == 2 * per_rec_val
     assert data.input_shape == (2, 48, 64) and data.window_us == 10_000
-    assert [r["n_windows"] for r in data.recordings] == [n, n]
+    assert data.prepared[1].n_windows == n  # same duration
+    assert [r["role"] for r in data.recordings] == ["train", "train"]
     batches = list(data.train_batches(epoch=1))
     assert len(batches) == -(-data.num_train_sequences // 3)
     frames, labels = batches[0]
@@ -132,14 +135,16 @@ def test_split_sequences_and_batches(sim_file: Path, tmp_path: Path) -> None:
     order = data.train_order(1)
     ref = data.train_refs[order[0]]
     prep = data.prepared[ref.recording]
-    np.testing.assert_array_equal(frames[:, 0].numpy(), prep.frames[ref.start:ref.start + 20])
+    np.testing.assert_array_equal(frames[:, 0].numpy(), prep.frames(ref.start, ref.start + 20))
     np.testing.assert_array_equal(labels[:, 0].numpy(), prep.labels[ref.start:ref.start + 20])
     # validation in time order, test = one continuous sequence per recording
     val = list(data.val_batches())
     assert sum(x.shape[1] for x, _ in val) == data.num_val_sequences
     tests = list(data.test_batches())
     assert [x.shape[:2] for x, _ in tests] == [(g - e, 1), (g - e, 1)]
-    np.testing.assert_array_equal(tests[0][1][:, 0].numpy(), prep.labels[e:g])
+    assert [(p.name, p.group) for p in data.test_parts] == [("sim.aedat4", "within"),
+                                                           ("other.aedat4", "within")]
+    np.testing.assert_array_equal(tests[0][1][:, 0].numpy(), data.prepared[0].labels[e:g])
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch(sim_file: Path, tmp_path: Path) -> None:
@@ -160,17 +165,25 @@ def test_epoch_order_is_a_function_of_seed_and_epoch(sim_file: Path, tmp_path: P
     assert [len(p) for p in parts] == [3, 3, 3] and set(np.concatenate(parts)) == set(range(7))
 
 
-def test_simulate_missing_and_relative_paths(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_builtin_recordings_are_simulated_where_relative_paths_point(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    sim = SimConfig(duration_s=3.0, width=40, height=30, seed=2)
-    cfg = DataConfig(paths=["data/sim.aedat4"], simulate_missing=True, sim=sim,
-                     seq_length=10, cache_dir="cache")
+    sim = SimConfig(duration_s=3.0, width=40, height=30, seed=0)
+    cfg = DataConfig(paths=["builtin:2"], test_paths=["builtin:5"], sim=sim, seq_length=10,
+                     cache_dir="cache", builtin_dir="data")
     data = build_data(cfg, seed=0)
-    assert (tmp_path / "data" / "sim.aedat4").is_file()
+    files = sorted(p.name for p in (tmp_path / "data").iterdir())
+    assert len(files) == 2 and "seed2" in files[0] and "seed5" in files[1]
     assert data.recordings[0]["camera"] == "DAVIS346_SIM"
     assert Path(data.recordings[0]["cache"]).parent == tmp_path / "cache"
     assert data.num_train_sequences == int(0.88 * data.prepared[0].n_windows) // 10
+    # the held-out recording is tested whole, after the training recording's test part
+    assert [(p.group, p.lo, p.hi) for p in data.test_parts][1] == \
+        ("held_out", 0, data.prepared[1].n_windows)
+    # other simulator settings: another file, never the one simulated with other settings
+    cfg.sim.duration_s = 2.0
+    build_data(cfg, seed=0)
+    assert len(list((tmp_path / "data").iterdir())) == 4
 
 
 # ----------------------------------------------------------------------------- errors
@@ -201,7 +214,7 @@ def test_too_short_recordings(sim_file: Path, tmp_path: Path) -> None:
         build_data(cfg)
     msg = str(err.value)
     n = prepare_recording(sim_file, cfg).n_windows
-    assert f"has {n} windows" in msg and "lower data.seq_length to at most" in msg
+    assert f"has {n})" in msg and "lower data.seq_length to at most" in msg
     assert str(sim_file) in msg and "\n" not in msg
     assert build_data(cfg, require_sequences=False).num_val_sequences == 0  # for evaluation
     with pytest.raises(DataError, match="data.trim_start=300 and data.trim_end=300"):
@@ -218,12 +231,12 @@ def test_config_errors(sim_file: Path, tmp_path: Path) -> None:
         prepare_recording(sim_file, config(tmp_path, [sim_file], downsample=64))
     other = simulate_recording(SimConfig(duration_s=3.0, width=40, height=30),
                                tmp_path / "other.aedat4")
-    with pytest.raises(DataError, match="different resolutions"):
+    with pytest.raises(DataError, match="different input sizes"):
         build_data(config(tmp_path, [sim_file, other], seq_length=10))
     missing = tmp_path / "missing.aedat4"
     with pytest.raises(DataError, match="does not exist"):
         build_data(config(tmp_path, [missing]))
-    assert not missing.exists()  # simulate_missing is off by default
+    assert not missing.exists()  # only builtin:SEED entries are ever simulated
 
 
 def test_target_map_round_trip() -> None:

@@ -1,4 +1,8 @@
-"""`snnexp evaluate ckpt=PATH`: rebuild the model from the checkpoint's own config and test it."""
+"""`snnexp evaluate ckpt=PATH`: rebuild the model from the checkpoint's own config and test it.
+
+A recording the checkpoint was trained on is tested on its test split; any other recording
+(``data.paths=[...]``, held-out ones) on all of its windows (``metrics.json`` says which).
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,13 @@ def _train_config(ckpt: dict[str, Any], data_overrides: dict[str, Any]) -> Train
     stored = dict(ckpt["config"])
     stored.pop("paths", None)  # resolved paths of the training run; not needed here
     data = dict(stored.get("data", {}))
-    overrides = dict(data_overrides)
+    data.pop("simulate_missing", None)  # older checkpoints (a key that no longer exists)
+    overrides = {k: v for k, v in data_overrides.items() if v is not None}
     if "path" in overrides:  # data.path=FILE is a shortcut for data.paths=[FILE]
         overrides["paths"] = [overrides.pop("path")]
+    if "paths" in overrides:  # other recordings: the run's held-out lists do not apply
+        overrides.setdefault("val_paths", [])
+        overrides.setdefault("test_paths", [])
     data.update(overrides)
     stored["data"] = data
     base = OmegaConf.structured(TrainConfig)
@@ -38,7 +46,7 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     import torch
 
     from snnexp import engine
-    from snnexp.data.pipeline import build_data
+    from snnexp.data.bundle import build_bundle
     from snnexp.models import build_network
     from snnexp.training.checkpoint import load_checkpoint
     from snnexp.training.evaluation import evaluate_and_report
@@ -52,7 +60,10 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
     tc = _train_config(ckpt, dict(ec.data or {}))
     validate_data(tc.data)
-    data = build_data(tc.data, seed=tc.seed, require_sequences=False)
+    # recordings the checkpoint trained on are tested on their test split, others whole
+    trained = {str(r.get("sha256")) for r in (ckpt.get("data") or {}).get("recordings", [])
+               if r.get("role", "train") == "train"}
+    data = build_bundle(tc.data, seed=tc.seed, require_sequences=False, trained=trained)
     net = build_network(tc.model, tc.norm, tuple(data.input_shape)).to(device)
     try:
         net.load_state_dict(ckpt["model"])

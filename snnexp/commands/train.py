@@ -118,3 +118,11 @@ def _print_summary(m: dict[str, Any]) -> None:
         print(f"test: mae {m['test/mae_deg']:.2f} deg (std {m['test/std_deg']:.2f}, max "
               f"{m['test/max_deg']:.2f}), mse {m['test/mse']:.6f}, rel {m['test/rel']:.4f}; "
               f"hold-initial-angle baseline mae {m['test/baseline_mae_deg']:.2f} deg")
+    for group, what in (("held_out", "held-out recordings"), ("within", "training recordings' "
+                                                             "test parts")):
+        if f"test/{group}_mae_deg" in m:
+            print(f"test on {what}: mae {m[f'test/{group}_mae_deg']:.2f} deg, baseline "
+                  f"{m[f'test/{group}_baseline_mae_deg']:.2f} deg")
+    for r in m.get("test/recordings", []):
+        print(f"  {r['recording']} ({r['group']}, {r['windows']} windows): mae "
+              f"{r['mae_deg']:.2f} deg, baseline {r['baseline_mae_deg']:.2f} deg")

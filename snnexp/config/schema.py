@@ -56,11 +56,24 @@ class SimConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Event-level augmentation of training sequences (off at 0; see snnexp.data.framing)."""
+
+    polarity_swap: float = 0.0  # probability that a sequence's ON / OFF channels are swapped
+    shift_px: int = 0  # each sequence shifted by up to this many input pixels in x and y
+    drop: float = 0.0  # probability that an event is dropped
+    noise_hz: float = 0.0  # noise events added per input pixel and second
+
+
+@dataclass
 class DataConfig:
     """Recordings and how they become labelled, batched event frames."""
 
-    paths: list[str] = field(default_factory=list)  # AEDAT4 recordings, each split on its own
-    simulate_missing: bool = False  # write the simulated recording to paths[0] if it is missing
+    paths: list[str] = field(default_factory=list)  # files, folders, globs or builtin:SEED
+    val_paths: list[str] = field(default_factory=list)  # whole recordings for validation
+    test_paths: list[str] = field(default_factory=list)  # whole held-out recordings for test
+    split_by: str = "time"  # time (each recording split by `split`) | recording (whole ones)
+    builtin_dir: str = "data"  # where builtin:SEED recordings are simulated to
     sim: SimConfig = field(default_factory=SimConfig)
     window_us: int = 10_000  # length of one time window (= one frame = one time step)
     downsample: int = 1  # spatial downsampling factor (counts summed over factor x factor pixels)
@@ -73,8 +86,11 @@ class DataConfig:
     split: list[float] = field(default_factory=lambda: [0.88, 0.07, 0.05])  # train, val, test
     seq_length: int = 2000  # windows per training / validation sequence
     batch_size: int = 4
-    cache: bool = True  # cache frames + labels on disk, keyed by content hash and settings
+    num_workers: int = 0  # DataLoader processes building training batches (0: in-process)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    cache: bool = True  # cache events + labels on disk, keyed by content hash and settings
     cache_dir: str = ".cache/snnexp"
+    cache_limit_gb: float = 100.0  # refuse to build a cache entry estimated above this size
 
 
 @dataclass
@@ -236,8 +252,8 @@ class EvaluateConfig:
 
 @dataclass
 class SimulateConfig:
-    sim: SimConfig = field(default_factory=SimConfig)
-    output: str = "???"  # path of the AEDAT4 file to write
+    data: DataConfig = field(default_factory=DataConfig)  # data.sim: the simulator settings
+    output: str | None = None  # AEDAT4 file to write; None: the built-in recordings of `data`
     overwrite: bool = False
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "simulate"

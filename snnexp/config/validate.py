@@ -62,6 +62,15 @@ def validate_data(d: S.DataConfig, key: str = "data") -> None:
               "must be three non-negative fractions [train, val, test] summing to 1")
     _at_least(f"{key}.seq_length", d.seq_length, 2, " (a sequence needs an initial label + 1 step)")
     _at_least(f"{key}.batch_size", d.batch_size, 1)
+    _choice(f"{key}.split_by", d.split_by, ("time", "recording"))
+    _at_least(f"{key}.num_workers", d.num_workers, 0)
+    a = d.augment
+    for name in ("polarity_swap", "drop"):
+        if not 0.0 <= getattr(a, name) <= 1.0:
+            _fail(f"{key}.augment.{name}", getattr(a, name), "must be a probability in [0, 1]")
+    _at_least(f"{key}.augment.shift_px", a.shift_px, 0)
+    if not a.noise_hz >= 0:
+        _fail(f"{key}.augment.noise_hz", a.noise_hz, "must be >= 0")
     sim = d.sim
     _positive(f"{key}.sim.duration_s", sim.duration_s)
     _at_least(f"{key}.sim.width", sim.width, 8)

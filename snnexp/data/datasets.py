@@ -1,16 +1,16 @@
 """Time-ordered split, fixed-length sequences, seeded shuffling, DDP shards and time-first batches.
 
-A recording's windows are split in time order (train, validation, test); train and validation
-are cut into consecutive sequences of ``seq_length`` windows (the remainder is dropped); the test
-part is one continuous sequence. A batch stacks B sequences along dimension 1: frames
-[T, B, 2, H, W] (uint16) and labels [T, B] (float32).
+A recording's windows are split in time order (train, validation, test), or a whole recording
+takes one role; train and validation are cut into consecutive sequences of ``seq_length`` windows
+(the remainder is dropped); a test part is one continuous sequence. A batch stacks B sequences
+along dimension 1: frames [T, B, 2, H, W] (uint16, built on the fly from the sparse events) and
+labels [T, B] (float32).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -46,14 +46,11 @@ def sequence_starts(lo: int, hi: int, length: int) -> list[int]:
     return list(range(lo, hi - length + 1, length))
 
 
-def sequence_refs(n_windows: Sequence[int], split: Sequence[float], seq_length: int,
-                  part: int) -> list[SequenceRef]:
-    """Sequences of part ``part`` (0 train, 1 validation) of every recording, in time order."""
-    refs = []
-    for rec, n in enumerate(n_windows):
-        lo, hi = split_bounds(int(n), split)[part]
-        refs += [SequenceRef(rec, s, seq_length) for s in sequence_starts(lo, hi, seq_length)]
-    return refs
+def sequence_refs(segments: Sequence[tuple[int, int, int]], seq_length: int
+                  ) -> list[SequenceRef]:
+    """The sequences of ``seq_length`` windows of every (recording, lo, hi) segment, in order."""
+    return [SequenceRef(rec, s, seq_length) for rec, lo, hi in segments
+            for s in sequence_starts(lo, hi, seq_length)]
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
@@ -91,29 +88,23 @@ def batched(items: Sequence[Any], batch_size: int) -> Iterator[list[Any]]:
         yield items[lo:lo + batch_size]
 
 
-@dataclass
-class SequenceSource:
-    """What a batch is cut from: a recording's frames [N, 2, H, W] and labels [N]."""
-
-    frames: np.ndarray
-    labels: np.ndarray
-
-
-def make_batch(sources: Sequence[Any], refs: Sequence[SequenceRef]) -> tuple[Any, Any]:
+def make_batch(sources: Sequence[Any], refs: Sequence[SequenceRef], augment: Any = None,
+               seed: int = 0, window_us: int = 10_000) -> tuple[Any, Any]:
     """Stack the sequences ``refs`` time-first: (frames uint16 [T, B, 2, H, W],
-    labels float32 [T, B]) as torch tensors. All refs must have the same length."""
+    labels float32 [T, B]) as torch tensors, the frames built from each source's ``events``
+    (:func:`snnexp.data.framing.frame_batch`). All refs must have the same length."""
     import torch
+
+    from snnexp.data.framing import frame_batch
 
     if not refs:
         raise ValueError("a batch needs at least one sequence")
     length = refs[0].length
     if any(r.length != length for r in refs):
         raise ValueError("the sequences of a batch must have the same length")
-    first = sources[refs[0].recording].frames
-    frames = np.empty((length, len(refs), *first.shape[1:]), dtype=first.dtype)
+    frames = frame_batch([s.events for s in sources], [tuple(r) for r in refs], augment, seed,
+                         window_us)
     labels = np.empty((length, len(refs)), dtype=np.float32)
     for b, r in enumerate(refs):
-        src = sources[r.recording]
-        frames[:, b] = src.frames[r.start:r.start + length]
-        labels[:, b] = src.labels[r.start:r.start + length]
+        labels[:, b] = sources[r.recording].labels[r.start:r.start + length]
     return torch.from_numpy(frames), torch.from_numpy(labels)

@@ -3,16 +3,16 @@
 Window ``i`` of a :class:`WindowGrid` covers ``[origin + i * window, origin + (i + 1) * window)``
 and becomes one uint16 frame ``[2, H, W]`` (channel 0 = OFF, 1 = ON, like tonic's ``ToFrame``).
 Counting is vectorised (``np.bincount`` on flat indices, or ``np.unique`` when a packet spans a
-large sparse range) and works packet by packet, so a long recording can be streamed into a
-preallocated, possibly memory-mapped output (:class:`FrameFileWriter`) without holding all its
-events in memory. Counts saturate at :data:`MAX_COUNT` instead of wrapping.
+large sparse range) and works in chunks, so temporary memory stays bounded. Counts saturate at
+:data:`MAX_COUNT` instead of wrapping. Training frames are built from the sparse store instead
+(:mod:`snnexp.data.framing`); these functions are the plain reference and serve whole arrays of
+events.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -199,121 +199,3 @@ class _Slice:
     def __init__(self, events: Any, lo: int, hi: int) -> None:
         self.t, self.x = events.t[lo:hi], events.x[lo:hi]
         self.y, self.p = events.y[lo:hi], events.p[lo:hi]
-
-
-# ----------------------------------------------------------------------------- streaming
-class FrameFileWriter:
-    """Stream event packets into a ``.npy`` file of frames [n_windows, 2, H, W] (uint16).
-
-    The file is created zero-filled (sparse) and memory-mapped; counts are gathered in a block
-    of about ``block_bytes`` of consecutive windows in RAM, which is written out when the
-    events move past it. Events of windows already written (unsorted packets) are added into
-    the file directly, so the result does not depend on the packet order.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], grid: WindowGrid, width: int, height: int,
-                 downsample: int = 1, block_bytes: int = 64 << 20) -> None:
-        self.path = Path(path)
-        self.grid = grid
-        self.downsample = int(downsample)
-        self.shape = (grid.n_windows, *frame_shape(width, height, downsample))
-        self.used = 0
-        self.saturated = 0
-        c, h, w = self.shape[1:]
-        self._frame = c * h * w
-        row_bytes = self._frame * np.dtype(FRAME_DTYPE).itemsize
-        self._rows = max(1, min(grid.n_windows, int(block_bytes) // max(1, row_bytes)))
-        self._mm: np.ndarray | None = np.lib.format.open_memmap(
-            self.path, mode="w+", dtype=FRAME_DTYPE, shape=self.shape)
-        self._buf = np.zeros((self._rows, c, h, w), dtype=FRAME_DTYPE)
-        self._lo = 0  # first window of the block in RAM
-        self._dirty = False
-
-    def __enter__(self) -> FrameFileWriter:
-        return self
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self._release()
-
-    def add(self, events: Any) -> None:
-        """Count one packet of events (any order; events outside the grid are ignored)."""
-        if self._mm is None:
-            raise ValueError("the frame writer is closed")
-        c, h, w = self.shape[1:]
-        k, pix = _pixel_indices(events, self.grid, h, w, self.downsample)
-        if len(k) == 0:
-            return
-        self.used += len(k)
-        kmin = int(k.min())
-        if kmin < self._lo:  # windows of blocks already written: straight into the file
-            old = k < self._lo
-            self.saturated += _add_counts(self._mm.reshape(-1), k[old] * self._frame + pix[old])
-            k, pix = k[~old], pix[~old]
-        while len(k):
-            hi = self._lo + self._rows
-            if int(k.min()) >= hi:  # the events moved past the block: write it, jump ahead
-                self._flush()
-                self._lo = int(k.min())
-                hi = self._lo + self._rows
-            inside = k < hi
-            if inside.all():
-                self._add_to_block(k, pix)
-                break
-            self._add_to_block(k[inside], pix[inside])
-            k, pix = k[~inside], pix[~inside]
-
-    def _add_to_block(self, k: np.ndarray, pix: np.ndarray) -> None:
-        self.saturated += _add_counts(self._buf.reshape(-1), (k - self._lo) * self._frame + pix)
-        self._dirty = True
-
-    def _flush(self) -> None:
-        if self._dirty and self._mm is not None:
-            n = min(self._rows, self.grid.n_windows - self._lo)
-            self._mm[self._lo:self._lo + n] = self._buf[:n]  # rows never written before
-            self._buf.fill(0)
-            self._dirty = False
-
-    def close(self, n_windows: int | None = None) -> None:
-        """Write the last block and close the file (idempotent); with ``n_windows``, keep only
-        the first ``n_windows`` frames (the file is cut, its header rewritten in place)."""
-        if self._mm is None:
-            return
-        self._flush()
-        self._mm.flush()
-        self._release()
-        if n_windows is not None and n_windows < self.shape[0]:
-            shrink_npy(self.path, max(0, int(n_windows)))
-            self.shape = (max(0, int(n_windows)), *self.shape[1:])
-
-    def _release(self) -> None:
-        self._mm = None  # drops the mapping
-        self._buf = np.zeros((0,), dtype=FRAME_DTYPE)
-
-
-def shrink_npy(path: str | os.PathLike[str], n_rows: int) -> None:
-    """Keep the first ``n_rows`` rows of a C-ordered ``.npy`` file, in place (no copy).
-
-    The header is rewritten with the new shape, padded to its old length (the data offset
-    stays), and the file is truncated.
-    """
-    fmt = np.lib.format
-    with open(path, "r+b") as fh:
-        version = fmt.read_magic(fh)
-        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-        shape, fortran, dtype = read(fh)
-        offset = fh.tell()
-        if fortran or n_rows > shape[0]:
-            raise ValueError(f"cannot shrink {path} of shape {shape} to {n_rows} rows")
-        new_shape = (int(n_rows), *shape[1:])
-        header = (f"{{'descr': {fmt.dtype_to_descr(dtype)!r}, 'fortran_order': False, "
-                  f"'shape': {new_shape!r}, }}")
-        start = 8 + (2 if version == (1, 0) else 4)  # magic, version, header length field
-        room = offset - start
-        if len(header) + 1 > room:
-            raise ValueError(f"no room to rewrite the header of {path}")
-        fh.seek(start)
-        fh.write((header.ljust(room - 1) + "\n").encode("latin1"))
-        fh.truncate(offset + int(np.prod(new_shape, dtype=np.int64)) * dtype.itemsize)

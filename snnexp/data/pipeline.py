@@ -1,15 +1,18 @@
-"""From AEDAT4 files to batches: prepare (or load from the cache) each recording, then split,
-cut into sequences and batch them (REFERENCE.md section 1).
+"""From AEDAT4 files to prepared recordings: events per window and labels, cached on disk.
 
-:func:`prepare_recording` aligns events and IMU on their common time range, cuts the events into
-windows (streamed packet by packet into a frame file), labels each window with the Madgwick
-angle interpolated at the window's end and caches the result. :func:`build_data` does this for
-every recording of ``data.paths`` and returns a :class:`DataBundle` that the trainer iterates.
+:func:`prepare_recording` aligns events and IMU on their common time range, streams the events
+packet by packet into the sparse store (:mod:`snnexp.data.sparse`: each event as its cell of the
+downsampled frame, grouped by window), labels each window with the Madgwick angle interpolated at
+the window's end and caches the result (:mod:`snnexp.data.cache`). Memory stays bounded by the
+IMU stream and one packet, whatever the recording's length. :func:`build_data` prepares every
+recording of the run and returns the :class:`~snnexp.data.bundle.DataBundle` the trainer
+iterates.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -24,34 +27,28 @@ import numpy as np
 
 from snnexp.config.schema import DataConfig
 from snnexp.data import cache as C
-from snnexp.data.datasets import (
-    SequenceRef,
-    batched,
-    epoch_order,
-    make_batch,
-    sequence_refs,
-    shard,
-    split_bounds,
-)
-from snnexp.data.frames import FrameFileWriter, common_range, frame_shape, make_grid
+from snnexp.data.frames import common_range, frame_shape, make_grid
 from snnexp.data.labels import imu_angles, labels_at
 from snnexp.data.recording import check_decodable, check_path, open_recording
+from snnexp.data.sources import absolute
+from snnexp.data.sparse import SparseEvents, SparseWriter, load_sparse
 from snnexp.data.targets import TargetMap
 from snnexp.errors import DataError
 
 log = logging.getLogger(__name__)
 
-IN_MEMORY_BYTES = 512 << 20  # without the cache, frames up to this size are kept in RAM
 _DECODABLE: set[str] = set()  # sha256 of files that passed check_decodable in this process
+GAP_S = 1.0  # runs of empty windows at least this long are reported as gaps
+BYTES_PER_WINDOW = 24  # offsets, angles and window ends (int64 / float64 each)
 
 
 @dataclass
 class Prepared:
-    """One recording, ready: frames [N, 2, H, W] uint16 (memory-mapped from the cache), the
+    """One recording, ready: its events per window (sparse, memory-mapped from the cache), the
     angle (radians) and target label (float32) of each window, and its end time (us)."""
 
     path: Path
-    frames: np.ndarray
+    events: SparseEvents
     angles: np.ndarray
     labels: np.ndarray
     t_end: np.ndarray
@@ -63,14 +60,12 @@ class Prepared:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        c, h, w = self.frames.shape[1:]
+        c, h, w = self.events.shape
         return int(c), int(h), int(w)
 
-
-def _abs(path: str | os.PathLike[str]) -> Path:
-    """``path`` with ~ expanded, relative to the current directory (symlinks kept)."""
-    p = Path(os.path.expanduser(os.fspath(path)))
-    return p if p.is_absolute() else Path.cwd() / p
+    def frames(self, lo: int = 0, hi: int | None = None) -> np.ndarray:
+        """Dense uint16 frames [hi - lo, 2, H, W] of windows ``lo .. hi - 1``."""
+        return self.events.frames(lo, self.n_windows if hi is None else hi)
 
 
 def _key_params(cfg: DataConfig) -> dict[str, Any]:
@@ -80,7 +75,8 @@ def _key_params(cfg: DataConfig) -> dict[str, Any]:
             "target": str(cfg.target), "madgwick_gain": float(cfg.madgwick_gain)}
 
 
-def _target_map(cfg: DataConfig) -> TargetMap:
+def make_target_map(cfg: DataConfig) -> TargetMap:
+    """The label map of ``cfg`` (a DataError for an unusable scale or offset)."""
     try:
         return TargetMap.from_config(cfg)
     except ValueError:
@@ -92,69 +88,101 @@ def _target_map(cfg: DataConfig) -> TargetMap:
 # ----------------------------------------------------------------------------- prepare
 def prepare_recording(path: str | os.PathLike[str], cfg: DataConfig,
                       target_map: TargetMap | None = None) -> Prepared:
-    """Frames, angles and labels of one recording, from the cache when possible.
+    """Events, angles and labels of one recording, from the cache when possible.
 
-    A cache hit reads only the entry (memory-mapped frames) and the remembered file hash; a miss
-    checks that dv-processing can decode the file (in a child process; ``SNNEXP_DECODE_CHECK=0``
-    skips this), streams the events into frames and runs the Madgwick filter.
+    A cache hit reads the entry (memory-mapped events) after verifying its checksums; an entry
+    of another format or with damaged arrays is rebuilt with a warning. A miss checks that
+    dv-processing can decode the file (in a child process; ``SNNEXP_DECODE_CHECK=0`` skips
+    this), estimates the cache size against ``data.cache_limit_gb`` and the free space, then
+    streams the events into the store and runs the Madgwick filter.
     """
-    path = _abs(path)
+    path = absolute(path)
     check_path(path)
     if int(cfg.window_us) < 1 or int(cfg.downsample) < 1:
         raise DataError(f"data.window_us={cfg.window_us} and data.downsample={cfg.downsample} "
                         "must be positive integers")
-    tmap = target_map or _target_map(cfg)
+    tmap = target_map or make_target_map(cfg)
     start = time.perf_counter()
     if not cfg.cache:
         sha = C.file_sha256(path)
-        frames, angles, t_end, meta = _prepare_uncached(path, cfg, sha)
-        meta["cache"] = None
-        log.info("prepared %s (%d windows, not cached) in %.1f s", path, len(t_end),
+        prep = _prepare_uncached(path, cfg, sha, tmap)
+        log.info("prepared %s (%d windows, not cached) in %.1f s", path, prep.n_windows,
                  time.perf_counter() - start)
-        return _prepared(path, frames, angles, t_end, meta, tmap)
-    root = _abs(cfg.cache_dir)
+        return prep
+    root = absolute(cfg.cache_dir)
     sha = C.file_sha256(path, root)
     entry = root / C.entry_name(path.stem, C.cache_key(sha, _key_params(cfg)))
     if C.is_complete(entry):
-        loaded = _load_entry(entry)
+        loaded = _open_entry(entry, path)
         if loaded is not None:
             return _prepared(path, *loaded, tmap)
-        shutil.rmtree(entry, ignore_errors=True)  # unreadable entry: build it again
     C.clean_stale(root)
     _check_decodable(path, sha, root)
-    with C.atomic_entry(entry) as tmp:
-        meta = _build(path, cfg, sha, tmp)
-        C.write_meta(tmp, meta)
-    loaded = _load_entry(entry)
+    _check_size(path, cfg, root)
+    try:
+        with C.atomic_entry(entry) as tmp:
+            meta = _build(path, cfg, sha, tmp)
+            meta["checksums"] = C.checksums(tmp)
+            C.write_meta(tmp, meta)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise C.no_space(root, path) from None
+        raise DataError(f"cannot write the cache entry {entry} ({exc.strerror or exc}); use a "
+                        "writable data.cache_dir=PATH or data.cache=false") from None
+    loaded = _open_entry(entry, path, fresh=True)
     if loaded is None:
-        raise DataError(f"cache entry {entry} cannot be read back: check the free space and "
-                        "permissions of data.cache_dir (or set data.cache=false)")
-    log.info("prepared %s (%d windows) in %.1f s, cached in %s", path, loaded[3]["n_windows"],
-             time.perf_counter() - start, entry)
+        raise DataError(f"cache entry {entry} cannot be read back: check the disk under "
+                        "data.cache_dir (or set data.cache=false)")
+    log.info("prepared %s (%d windows, %d events) in %.1f s, cached in %s", path,
+             loaded[3]["n_windows"], loaded[3]["n_events_kept"], time.perf_counter() - start,
+             entry)
     return _prepared(path, *loaded, tmap)
 
 
-def _prepared(path: Path, frames: np.ndarray, angles: np.ndarray, t_end: np.ndarray,
+def _prepared(path: Path, events: SparseEvents, angles: np.ndarray, t_end: np.ndarray,
               meta: dict[str, Any], tmap: TargetMap) -> Prepared:
     meta = dict(meta, path=str(path))
+    meta.pop("checksums", None)
     labels = np.asarray(tmap.to_target(angles), dtype=np.float32)
-    return Prepared(path, frames, angles, labels, t_end, meta)
+    return Prepared(path, events, angles, labels, t_end, meta)
 
 
-def _load_entry(entry: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                      dict[str, Any]] | None:
+def _open_entry(entry: Path, path: Path, fresh: bool = False
+                ) -> tuple[SparseEvents, np.ndarray, np.ndarray, dict[str, Any]] | None:
+    """The arrays of a verified entry; a damaged or foreign-format one is removed (warning)."""
     try:
         meta = C.read_meta(entry)
-        frames = np.load(entry / C.FRAMES, mmap_mode="r")
-        angles = np.load(entry / C.ANGLES)
-        t_end = np.load(entry / C.T_END)
-    except (OSError, ValueError):
-        return None
-    n = int(meta.get("n_windows", -1))
-    if not len(frames) == len(angles) == len(t_end) == n:
-        return None
-    meta["cache"] = str(entry)
-    return frames, angles, t_end, meta
+        problem = C.verify(entry, meta)
+    except (OSError, ValueError) as exc:
+        meta, problem = {}, f"meta.json unreadable ({exc})"
+    if problem is None:
+        try:
+            arrays = _load_arrays(entry, meta)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            arrays, problem = None, str(exc)
+        if arrays is not None:
+            return arrays
+    if not fresh:
+        log.warning("cache entry %s of %s is not usable (%s); building it again", entry, path,
+                    problem)
+        shutil.rmtree(entry, ignore_errors=True)
+    return None
+
+
+def _load_arrays(directory: Path, meta: dict[str, Any]
+                 ) -> tuple[SparseEvents, np.ndarray, np.ndarray, dict[str, Any]] | None:
+    offsets = np.load(directory / C.OFFSETS)
+    angles = np.load(directory / C.ANGLES)
+    t_end = np.load(directory / C.T_END)
+    n = int(meta["n_windows"])
+    if not len(offsets) - 1 == len(angles) == len(t_end) == n:
+        raise ValueError("array lengths differ from meta.json")
+    events = load_sparse(directory / C.EVENTS, offsets, int(meta["itemsize"]),
+                         tuple(meta["input_shape"]))
+    if len(events.data) != events.n_events * events.itemsize:
+        raise ValueError("events.bin does not match the window offsets")
+    meta = dict(meta, cache=str(directory) if meta.get("cache") != "none" else None)
+    return events, angles, t_end, meta
 
 
 def _check_decodable(path: Path, sha: str, root: Path | None) -> None:
@@ -173,25 +201,42 @@ def _check_decodable(path: Path, sha: str, root: Path | None) -> None:
             marker.touch()
 
 
-def _prepare_uncached(path: Path, cfg: DataConfig, sha: str
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
-    """Build into a private temporary directory; small frames are copied into RAM, large ones
-    stay memory-mapped from a file that is unlinked at once (POSIX keeps the mapping)."""
+def estimate_bytes(path: Path, cfg: DataConfig) -> int:
+    """About the cache size of ``path``: 24 bytes per window plus at most the file's size for
+    the events (2-4 bytes each, where an AEDAT4 file spends more per event)."""
+    with open_recording(path) as rd:
+        lo, hi = rd.time_range()
+    windows = max(0, hi - lo) // max(1, int(cfg.window_us))
+    return int(windows * BYTES_PER_WINDOW + path.stat().st_size)
+
+
+def _check_size(path: Path, cfg: DataConfig, directory: Path) -> None:
+    need = estimate_bytes(path, cfg)
+    limit = getattr(cfg, "cache_limit_gb", None)
+    C.check_space(directory, need, limit, f"recording {path} at data.window_us={cfg.window_us}")
+
+
+def _prepare_uncached(path: Path, cfg: DataConfig, sha: str, tmap: TargetMap) -> Prepared:
+    """Build into a private temporary folder and keep the arrays in memory."""
     _check_decodable(path, sha, None)
-    tmp = Path(tempfile.mkdtemp(prefix="snnexp-frames-"))
+    tmp = Path(tempfile.mkdtemp(prefix="snnexp-prepare-"))
     try:
+        _check_size(path, cfg, tmp)
         meta = _build(path, cfg, sha, tmp)
-        frames = np.load(tmp / C.FRAMES, mmap_mode="r")
-        if frames.nbytes <= IN_MEMORY_BYTES:
-            frames = np.array(frames)
-        angles, t_end = np.load(tmp / C.ANGLES), np.load(tmp / C.T_END)
+        events, angles, t_end, meta = _load_arrays(tmp, dict(meta, cache="none"))
+        events.data = np.array(events.data)  # into RAM: the folder goes away
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DataError(f"the disk under {tmp.parent} filled up while preparing {path}; "
+                            "free some space or set TMPDIR to another disk") from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return frames, angles, t_end, meta
+    return _prepared(path, events, angles, t_end, meta, tmap)
 
 
 def _build(path: Path, cfg: DataConfig, sha: str, out_dir: Path) -> dict[str, Any]:
-    """Decode ``path`` and write frames.npy, angles.npy and t_end.npy into ``out_dir``."""
+    """Decode ``path`` into ``out_dir``: events.bin, offsets.npy, angles.npy, t_end.npy."""
     w, f = int(cfg.window_us), int(cfg.downsample)
     trim_start, trim_end = int(cfg.trim_start), int(cfg.trim_end)
     with open_recording(path) as rd:
@@ -214,28 +259,30 @@ def _build(path: Path, cfg: DataConfig, sha: str, out_dir: Path) -> dict[str, An
                             "scene that moves (or check the camera's bias settings)")
         ev_first = int(first.t[0])
         # the last event is known only at the end: count into the largest possible grid
-        # (the IMU's end bounds the common range) and cut the file afterwards
+        # (the IMU's end bounds the common range) and cut afterwards
         bound, _ = make_grid(max(ev_first, imu_first), imu_last, w, trim_start, trim_end)
-        counted = {"n_events": 0, "used": 0, "saturated": 0}
-        writer = (FrameFileWriter(out_dir / C.FRAMES, bound, width, height, downsample=f)
-                  if bound.n_windows > 0 else None)
-        with writer if writer is not None else contextlib.nullcontext():
-            ev_last = int(first.t[-1])
+        writer = SparseWriter(out_dir / C.EVENTS, bound, width, height, downsample=f)
+        n_events, ev_last = 0, int(first.t[-1])
+        try:
             for pk in _chain(first, packets):
-                if writer is not None:
-                    writer.add(pk)
+                writer.add(pk)
                 ev_last = int(pk.t[-1]) if len(pk) else ev_last
-                counted["n_events"] += len(pk)
+                n_events += len(pk)
             start, end = common_range(f"recording {path}", ev_first, ev_last, imu_first,
                                       imu_last)
             grid, total = make_grid(start, end, w, trim_start, trim_end)
             _check_windows(path, cfg, start, end, total, grid.n_windows)
-            assert writer is not None and grid.origin_us == bound.origin_us
-            writer.close(grid.n_windows)
-            counted["used"], counted["saturated"] = writer.used, writer.saturated
-    if counted["saturated"]:
-        log.warning("%s: %d event counts exceeded the uint16 range of a frame pixel and were "
-                    "clipped", path, counted["saturated"])
+            if not writer.ordered:  # packets out of time order: place every event again
+                writer.start_placing()
+                for pk in rd.iter_events():
+                    writer.place(pk)
+            kept = writer.close(grid.n_windows)
+        except BaseException:
+            writer.abort()
+            raise
+    counts = writer.counts[:grid.n_windows]
+    _warn_gaps(path, counts, w)
+    np.save(out_dir / C.OFFSETS, writer.offsets(grid.n_windows))
     angles_imu = imu_angles(imu.t, imu.acc, imu.gyro, str(cfg.target), float(cfg.madgwick_gain))
     t_end = grid.ends()
     angles = np.asarray(labels_at(t_end, imu.t, angles_imu), dtype=np.float64)
@@ -248,14 +295,37 @@ def _build(path: Path, cfg: DataConfig, sha: str, out_dir: Path) -> dict[str, An
             "camera": camera, "width": width, "height": height, **_key_params(cfg),
             "start_us": start, "end_us": end, "origin_us": int(grid.origin_us),
             "total_windows": int(total), "n_windows": int(grid.n_windows),
-            "input_shape": [int(s) for s in shape], "n_events": int(counted["n_events"]),
-            "events_used": int(counted["used"]), "saturated": int(counted["saturated"]),
-            "imu_samples": len(imu), "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "input_shape": [int(s) for s in shape], "itemsize": int(writer.itemsize),
+            "n_events": int(n_events), "n_events_kept": int(kept),
+            "file_bytes": int(path.stat().st_size), "imu_samples": len(imu),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
     yield first
     yield from rest
+
+
+def find_gaps(counts: np.ndarray, min_windows: int) -> list[tuple[int, int]]:
+    """(first window, length) of every run of at least ``min_windows`` empty windows."""
+    empty = np.concatenate([[False], np.asarray(counts) == 0, [False]])
+    edges = np.flatnonzero(empty[1:] != empty[:-1])
+    starts, stops = edges[0::2], edges[1::2]
+    return [(int(a), int(b - a)) for a, b in zip(starts, stops) if b - a >= min_windows]
+
+
+def _warn_gaps(path: Path, counts: np.ndarray, window_us: int) -> None:
+    """Warn with numbers when the recording has long stretches without events."""
+    gaps = find_gaps(counts, max(2, int(np.ceil(GAP_S * 1e6 / window_us))))
+    if not gaps:
+        return
+    empty = sum(n for _, n in gaps)
+    first, longest = max(gaps, key=lambda g: g[1])
+    log.warning("recording %s has %d gap(s) without events of >= %g s: %d of its %d windows "
+                "(%.0f %%) are empty; the longest lasts %.1f s from %.1f s on. Cut the "
+                "recording into parts without the gaps (or trim them) if the camera was off",
+                path, len(gaps), GAP_S, empty, len(counts), 100.0 * empty / max(1, len(counts)),
+                longest * window_us * 1e-6, first * window_us * 1e-6)
 
 
 def _check_windows(path: Path, cfg: DataConfig, start: int, end: int, total: int,
@@ -270,112 +340,9 @@ def _check_windows(path: Path, cfg: DataConfig, start: int, end: int, total: int
                         f"drop all of them; trim at most {total - 1} windows in total")
 
 
-# ----------------------------------------------------------------------------- bundle
-class DataBundle:
-    """All recordings of a run, split and cut into sequences; iterated by the trainer.
+def build_data(cfg: DataConfig, seed: int = 0, *, require_sequences: bool = True) -> Any:
+    """Prepare every recording of the run and return its :class:`DataBundle` (see
+    :mod:`snnexp.data.bundle`)."""
+    from snnexp.data.bundle import build_bundle
 
-    Training sequences are shuffled per epoch as a function of (seed, epoch) only; validation
-    keeps time order; the test part of each recording is one continuous sequence (batch 1).
-    Batches are (frames uint16 [T, B, 2, H, W], labels float32 [T, B]) torch tensors.
-    """
-
-    def __init__(self, prepared: list[Prepared], target_map: TargetMap, window_us: int,
-                 seq_length: int, batch_size: int, split: list[float], seed: int = 0) -> None:
-        self.prepared = prepared
-        self.target_map = target_map
-        self.window_us = int(window_us)
-        self.seq_length = int(seq_length)
-        self.batch_size = int(batch_size)
-        self.split = [float(s) for s in split]
-        self.seed = int(seed)
-        counts = [p.n_windows for p in prepared]
-        self.train_refs = sequence_refs(counts, self.split, self.seq_length, 0)
-        self.val_refs = sequence_refs(counts, self.split, self.seq_length, 1)
-        self.test_refs = []
-        for i, n in enumerate(counts):
-            lo, hi = split_bounds(n, self.split)[2]
-            if hi - lo >= 2:  # an initial label and at least one step
-                self.test_refs.append(SequenceRef(i, lo, hi - lo))
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.prepared[0].input_shape
-
-    @property
-    def recordings(self) -> list[dict[str, Any]]:
-        """The meta data of every recording (JSON-serialisable, stored in checkpoints)."""
-        return [dict(p.meta) for p in self.prepared]
-
-    @property
-    def num_train_sequences(self) -> int:
-        return len(self.train_refs)
-
-    @property
-    def num_val_sequences(self) -> int:
-        return len(self.val_refs)
-
-    @property
-    def num_test_sequences(self) -> int:
-        return len(self.test_refs)
-
-    def train_order(self, epoch: int) -> np.ndarray:
-        """Indices into ``train_refs`` in the order of ``epoch``."""
-        return epoch_order(len(self.train_refs), self.seed, epoch)
-
-    def train_batches(self, epoch: int, rank: int = 0,
-                      world_size: int = 1) -> Iterator[tuple[Any, Any]]:
-        """The shuffled training batches of ``epoch`` (this rank's shard under DDP)."""
-        order = shard(self.train_order(epoch), rank, world_size)
-        for idx in batched([int(i) for i in order], self.batch_size):
-            yield make_batch(self.prepared, [self.train_refs[i] for i in idx])
-
-    def val_batches(self) -> Iterator[tuple[Any, Any]]:
-        """The validation batches, in time order."""
-        for refs in batched(self.val_refs, self.batch_size):
-            yield make_batch(self.prepared, refs)
-
-    def test_batches(self) -> Iterator[tuple[Any, Any]]:
-        """One continuous test sequence per recording, batch size 1."""
-        for ref in self.test_refs:
-            yield make_batch(self.prepared, [ref])
-
-
-def build_data(cfg: DataConfig, seed: int = 0, *, require_sequences: bool = True) -> DataBundle:
-    """Prepare every recording of ``cfg.paths`` and return the batched, split data.
-
-    ``simulate_missing`` first writes the simulated recording ``cfg.sim`` to ``paths[0]`` if it
-    does not exist. With ``require_sequences`` (training) a DataError says how to fix a setting
-    that leaves no training or validation sequence; evaluation passes False.
-    """
-    if not cfg.paths:
-        raise DataError("data.paths is empty: list at least one AEDAT4 recording, e.g. "
-                        "data.paths=[/data/rec.aedat4] (or use data=synthetic)")
-    paths = [_abs(p) for p in cfg.paths]
-    if cfg.simulate_missing and not paths[0].exists():
-        from snnexp.data.simulate import simulate_recording
-
-        log.info("simulating the missing recording %s", paths[0])
-        simulate_recording(cfg.sim, paths[0])
-    tmap = _target_map(cfg)
-    prepared = [prepare_recording(p, cfg, target_map=tmap) for p in paths]
-    shapes = {p.input_shape for p in prepared}
-    if len(shapes) > 1:
-        sizes = ", ".join(f"{p.path} {p.meta['width']}x{p.meta['height']}" for p in prepared)
-        raise DataError(f"data.paths lists recordings of different resolutions ({sizes}): "
-                        "one run needs one input size; train on recordings of one camera model")
-    data = DataBundle(prepared, tmap, int(cfg.window_us), int(cfg.seq_length),
-                      int(cfg.batch_size), list(cfg.split), seed)
-    if require_sequences and (data.num_train_sequences == 0 or data.num_val_sequences == 0):
-        raise _too_short(max(prepared, key=lambda p: p.n_windows), cfg)
-    return data
-
-
-def _too_short(p: Prepared, cfg: DataConfig) -> DataError:
-    n = p.n_windows
-    (a, b), (c, d), _ = split_bounds(n, cfg.split)
-    most = min(b - a, d - c)
-    fix = (f"lower data.seq_length to at most {most} or use a longer recording" if most >= 2
-           else "use a longer recording, a shorter data.window_us or smaller trims")
-    return DataError(f"recording {p.path} has {n} windows ({b - a} for training and {d - c} for "
-                     f"validation at data.split={list(cfg.split)}), fewer than one sequence of "
-                     f"data.seq_length={cfg.seq_length} each; {fix}")
+    return build_bundle(cfg, seed, require_sequences=require_sequences)

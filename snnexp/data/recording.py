@@ -19,7 +19,7 @@ import tempfile
 import threading
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -209,9 +209,12 @@ def _dv_message(exc: BaseException) -> str:
 
 def check_path(path: Path) -> None:
     """The recording path names an existing file (not a directory); else a one-line DataError."""
+    if os.path.islink(path) and not path.exists():
+        raise DataError(f"recording {path} is a broken symbolic link or a link loop: point "
+                        "data.paths at the recording itself")
     if not path.exists():
-        raise DataError(f"recording {path} does not exist: check data.paths (or set "
-                        "data.simulate_missing=true to simulate a recording there)")
+        raise DataError(f"recording {path} does not exist: check data.paths (only the built-in "
+                        "recordings, data.paths=[builtin:SEED], are simulated when missing)")
     if path.is_dir():
         raise DataError(f"recording {path} is a directory: list the .aedat4 files inside it in "
                         "data.paths")
@@ -303,6 +306,7 @@ class RecordingReader:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._alias = _AedatAlias(path)  # dv-processing insists on the .aedat4 suffix
         self._reader = self._open()
         names = list(self._reader.getStreamNames())
         self.stream_names = names
@@ -314,7 +318,7 @@ class RecordingReader:
 
     def _open(self) -> Any:
         try:
-            return _dv().io.MonoCameraRecording(str(self.path))
+            return _dv().io.MonoCameraRecording(str(self._alias.path))
         except RuntimeError as e:
             raise _truncated(self.path, _dv_message(e)) from None
 
@@ -365,7 +369,7 @@ class RecordingReader:
         if self.imu_stream is None:
             return ImuSamples.empty()
         reader = self._open()
-        rows: list[tuple] = []
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
         while True:
             try:
                 batch = reader.getNextImuBatch(self.imu_stream)
@@ -373,16 +377,49 @@ class RecordingReader:
                 raise _truncated(self.path, _dv_message(e)) from None
             if batch is None:
                 break
-            rows.extend((m.timestamp, m.accelerometerX, m.accelerometerY, m.accelerometerZ,
-                         m.gyroscopeX, m.gyroscopeY, m.gyroscopeZ) for m in batch)
-        if not rows:
+            if len(batch):  # one small array per packet: memory stays ~28 bytes per sample
+                t = np.fromiter((m.timestamp for m in batch), np.int64, len(batch))
+                vals = np.array([(m.accelerometerX, m.accelerometerY, m.accelerometerZ,
+                                  m.gyroscopeX, m.gyroscopeY, m.gyroscopeZ) for m in batch],
+                                dtype=np.float32)  # exact: stored as float32
+                parts.append((t, vals))
+        if not parts:
             return ImuSamples.empty()
-        t = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-        vals = np.array([r[1:] for r in rows], dtype=np.float32)  # exact: stored as float32
+        t = np.concatenate([p[0] for p in parts])
+        vals = np.concatenate([p[1] for p in parts])
         return ImuSamples(t, vals[:, :3], vals[:, 3:])
 
     def close(self) -> None:
         self._reader = None
+        self._alias.close()
+
+
+class _AedatAlias:
+    """The path dv-processing may open for ``path``: itself when it ends in .aedat4, else a
+    symbolic link named .aedat4 in a private temporary folder (the content decides, not the
+    name: a recording named .bin is read like any other)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._dir: str | None = None
+        if self.path.suffix != ".aedat4":
+            self._dir = tempfile.mkdtemp(prefix="snnexp-aedat4-")
+            link = Path(self._dir) / "recording.aedat4"
+            os.symlink(os.path.abspath(path), link)
+            self.path = link
+
+    def close(self) -> None:
+        if self._dir is not None:
+            import shutil
+
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+
+    def __enter__(self) -> _AedatAlias:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @contextmanager
@@ -460,25 +497,33 @@ def _check_writable(events: Events | None, imu: ImuSamples | None, width: int | 
         raise ValueError("IMU samples must be sorted by timestamp to be written")
 
 
-def _write_streams(tmp: Path, camera_name: str, events: Events | None, imu: ImuSamples | None,
-                   width: int | None, height: int | None, fast: bool) -> None:
-    """Write with dv's MonoCameraWriter, event and IMU packets interleaved in time order."""
+def _write_streams(tmp: Path, camera_name: str, event_chunks: Iterable[Events] | None,
+                   imu: ImuSamples | None, width: int | None, height: int | None,
+                   fast: bool) -> None:
+    """Write with dv's MonoCameraWriter, event and IMU packets interleaved in time order; the
+    events come chunk by chunk (each checked, and in time order across chunks)."""
     dv = _dv()
     config = dv.io.MonoCameraWriter.Config(camera_name)
-    if events is not None:
+    if event_chunks is not None:
         config.addEventStream((int(width), int(height)))
     if imu is not None:
         config.addImuStream()
     writer = dv.io.MonoCameraWriter(str(tmp), config)
     written = 0  # IMU samples written so far
-    for a in range(0, len(events) if events is not None else 0, PACKET_EVENTS):
-        chunk = events[a:a + PACKET_EVENTS]
-        if imu is not None:  # the IMU samples up to this packet's last event go first
-            until = int(np.searchsorted(imu.t, chunk.t[-1], side="right"))
-            for b in range(written, until, PACKET_IMU):
-                writer.writeImuPacket(_imu_packet(imu[b:min(b + PACKET_IMU, until)]))
-            written = max(written, until)
-        writer.writeEvents(event_packet(chunk, fast=fast))
+    last_t = None
+    for events in event_chunks if event_chunks is not None else ():
+        _check_writable(events, None, width, height)
+        if len(events) and last_t is not None and int(events.t[0]) < last_t:
+            raise ValueError("events must be sorted by timestamp to be written")
+        for a in range(0, len(events), PACKET_EVENTS):
+            chunk = events[a:a + PACKET_EVENTS]
+            if imu is not None:  # the IMU samples up to this packet's last event go first
+                until = int(np.searchsorted(imu.t, chunk.t[-1], side="right"))
+                for b in range(written, until, PACKET_IMU):
+                    writer.writeImuPacket(_imu_packet(imu[b:min(b + PACKET_IMU, until)]))
+                written = max(written, until)
+            writer.writeEvents(event_packet(chunk, fast=fast))
+        last_t = int(events.t[-1]) if len(events) else last_t
     if imu is not None:
         for b in range(written, len(imu), PACKET_IMU):
             writer.writeImuPacket(_imu_packet(imu[b:b + PACKET_IMU]))
@@ -488,10 +533,12 @@ def _write_streams(tmp: Path, camera_name: str, events: Events | None, imu: ImuS
 def write_recording(path: str | os.PathLike, rec: Recording | None = None, *,
                     events: Events | None = None, imu: ImuSamples | None = None,
                     width: int | None = None, height: int | None = None,
-                    camera_name: str | None = None, fast: bool = True) -> Path:
+                    camera_name: str | None = None, fast: bool = True,
+                    event_chunks: Iterable[Events] | None = None) -> Path:
     """Write an AEDAT4 file with dv-processing's writer, atomically (a temporary file in the same
-    folder, renamed at the end). Streams given as None are left out of the file. Returns
-    ``path``."""
+    folder, renamed at the end). Streams given as None are left out of the file; the events
+    may come as ``event_chunks`` in time order instead (a long recording, never all in memory).
+    Returns ``path``."""
     path = Path(path)
     if rec is not None:
         events = rec.events if events is None else events
@@ -500,11 +547,16 @@ def write_recording(path: str | os.PathLike, rec: Recording | None = None, *,
         height = rec.height if height is None else height
         camera_name = rec.camera_name if camera_name is None else camera_name
     _check_writable(events, imu, width, height)
+    if event_chunks is None and events is not None:
+        event_chunks = [events]
+    if event_chunks is not None and (width is None or height is None):
+        raise ValueError("writing events needs the sensor width and height")
     path.parent.mkdir(parents=True, exist_ok=True)
     # dv's writer insists on the .aedat4 suffix
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.aedat4")
     try:
-        _write_streams(tmp, camera_name or DEFAULT_CAMERA, events, imu, width, height, fast)
+        _write_streams(tmp, camera_name or DEFAULT_CAMERA, event_chunks, imu, width, height,
+                       fast)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -548,8 +600,8 @@ def check_decodable(path: str | os.PathLike, stall_s: float = 30.0) -> None:
     path = Path(path)
     _check_file(path)
     fix = "copy or export it again from the original"
-    with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(path)],
+    with tempfile.TemporaryFile() as err, _AedatAlias(path) as alias:
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD_CODE, str(alias.path)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err)
         progress: queue.Queue[bytes] = queue.Queue()
 

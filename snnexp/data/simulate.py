@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +45,7 @@ B0 = 0.35  # theta' = w_max * (B0 + (1 - B0) g), g in [-1, 1]: in [-0.3, 1] * w_
 AMPLITUDE = 0.95  # the roll swings over this fraction of [roll_min_deg, roll_max_deg]
 ARC_STEP_PX = 0.75  # profile sampling: arc length (pixels) the outermost pixel moves per sample
 BLOCK_SAMPLES = 1 << 21  # profile samples processed at once (memory bound)
+SEGMENT_S = 30.0  # events are generated and written this many seconds at a time
 # the scene, in log intensity: ground below the sky, and the std of its textures
 GROUND_LOG = -1.0
 PATCHES_STD, FINE_STD, CLOUDS_STD = 0.12, 0.08, 0.05
@@ -349,6 +351,12 @@ def _sweep_events(cr: _Crossings, roll: np.ndarray, t_render: np.ndarray,
 
 def simulate_events(sim: SimConfig) -> Events:
     """The events of the simulated recording, sorted by time."""
+    return Events.concatenate(list(iter_events(sim)))
+
+
+def iter_events(sim: SimConfig, segment_s: float = SEGMENT_S) -> Iterator[Events]:
+    """The events of the simulated recording in time order, ``segment_s`` seconds at a time
+    (memory bounded by one segment; the segments do not change the events)."""
     n_pix = sim.width * sim.height
     duration = float(sim.duration_s)
     end_us = int(round(duration * 1e6))
@@ -364,20 +372,31 @@ def simulate_events(sim: SimConfig) -> Events:
     last_dir = np.where(rng.uniform(size=n_pix) < 0.5, 1, -1).astype(np.int8)
 
     lo, hi = float(roll.min()), float(roll.max())
-    if hi > lo:
-        crossings = _Crossings.build(*_crossings(sim, make_scene(sim), lo - 1e-6, hi + 1e-6,
-                                                 offset, inv_c))
-        t, pix, pol = _sweep_events(crossings, roll, t_render, last_dir)
-    else:
-        t, pix, pol = np.zeros(0), np.zeros(0, np.int32), np.zeros(0, bool)
-    t_us = (t * 1e6).astype(np.int64)  # non-decreasing: the sweeps come in time order
-    keep = t_us < end_us
-    t_us, pix, pol = t_us[keep], pix[keep], pol[keep]
+    crossings = (_Crossings.build(*_crossings(sim, make_scene(sim), lo - 1e-6, hi + 1e-6,
+                                              offset, inv_c)) if hi > lo else None)
+    step = max(1, int(round(segment_s * sim.render_rate_hz)))
+    for seg, a in enumerate(range(0, n_render, step)):
+        b = min(n_render, a + step)  # render samples a .. b (b shared with the next segment)
+        if crossings is not None:
+            t, pix, pol = _sweep_events(crossings, roll[a:b + 1], t_render[a:b + 1], last_dir)
+        else:
+            t, pix, pol = np.zeros(0), np.zeros(0, np.int32), np.zeros(0, bool)
+        t_us = (t * 1e6).astype(np.int64)  # non-decreasing: the sweeps come in time order
+        seg_lo = int(round(t_render[a] * 1e6))
+        seg_hi = end_us if b == n_render else int(round(t_render[b] * 1e6))
+        keep = (t_us >= seg_lo) & (t_us < seg_hi) if b < n_render else t_us < end_us
+        t_us, pix, pol = t_us[keep], pix[keep], pol[keep]
+        yield _with_noise(sim, seg, seg_lo, max(seg_hi, seg_lo + 1), t_us, pix, pol)
 
-    # background activity, merged in time order
-    noise = _rng(sim, _NOISE)
-    n_noise = int(noise.poisson(sim.noise_rate_hz * n_pix * duration)) if n_pix else 0
-    nt = np.sort(noise.integers(0, max(end_us, 1), n_noise))
+
+def _with_noise(sim: SimConfig, seg: int, lo_us: int, hi_us: int, t_us: np.ndarray,
+                pix: np.ndarray, pol: np.ndarray) -> Events:
+    """Background-activity noise in [lo_us, hi_us) merged in time order with the signal."""
+    n_pix = sim.width * sim.height
+    noise = np.random.default_rng([int(sim.seed) % (1 << 63), _NOISE, seg])
+    n_noise = int(noise.poisson(sim.noise_rate_hz * n_pix * (hi_us - lo_us) * 1e-6)) \
+        if n_pix else 0
+    nt = np.sort(noise.integers(lo_us, hi_us, n_noise))
     npix = noise.integers(0, n_pix, n_noise).astype(np.int32)
     npol = noise.uniform(size=n_noise) < 0.5
     at = np.searchsorted(t_us, nt, side="right") + np.arange(n_noise)
@@ -403,8 +422,9 @@ def simulate_arrays(sim: SimConfig) -> Recording:
 
 def simulate_recording(sim: SimConfig, path: str | os.PathLike) -> Path:
     """Simulate ``sim`` and write it as an AEDAT4 file at ``path`` (parent folders created,
-    written atomically); returns the path."""
+    written atomically), streamed segment by segment; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    rec = simulate_arrays(sim)
-    return write_recording(path, rec)
+    return write_recording(path, event_chunks=iter_events(sim), imu=simulate_imu(sim),
+                           width=int(sim.width), height=int(sim.height),
+                           camera_name=sim.camera_name)

@@ -22,6 +22,10 @@ class EvalResult:
     metrics: dict[str, float]
     plots: dict[str, Path] = field(default_factory=dict)
     predictions_csv: Path | None = None
+    recordings: list[dict[str, Any]] = field(default_factory=list)  # per test part
+
+
+_SUMMARY = ("mae_deg", "baseline_mae_deg", "mse", "rel", "steps")
 
 
 def _window(n: int, window: list[int] | None) -> tuple[int, int]:
@@ -37,8 +41,10 @@ def evaluate_and_report(net: nn.Module, data: Any, out_dir: str | Path, *, k: in
                         window: list[int] | None = None, plots: bool = True) -> EvalResult:
     """Run every test sequence through ``net`` (eval mode) and write the report to ``out_dir``.
 
-    Metrics (target units and degrees) cover the counted steps (after ``transient``) of all
-    test sequences; ``baseline_*`` are the same for holding the initial angle, the trivial
+    Metrics (target units and degrees) cover the counted steps (after ``transient``) of the
+    held-out test recordings when there are any (else of all test sequences); ``held_out_*`` /
+    ``within_*`` summarise each group, ``metrics.json`` also lists every test part
+    (``recordings``). ``baseline_*`` are the same for holding the initial angle, the trivial
     predictor that the SNN's integrator starts from.
     """
     from snnexp.models.monitors import Monitors
@@ -53,6 +59,7 @@ def evaluate_and_report(net: nn.Module, data: Any, out_dir: str | Path, *, k: in
     norms: dict[str, dict[str, list[np.ndarray]]] = {}
     events_all = []
     use_spikes, use_norms = monitor in ("spikes", "both"), monitor in ("norm", "both")
+    names = [p.name for p in getattr(data, "test_parts", [])]
     for seq_idx, (frames, labels) in enumerate(data.test_batches()):
         mon = Monitors(net, spikes=use_spikes, norms=use_norms) if monitor != "none" \
             else nullcontext()
@@ -76,15 +83,36 @@ def evaluate_and_report(net: nn.Module, data: Any, out_dir: str | Path, *, k: in
         t_s = (np.arange(1, frames.shape[0]) + 1) * data.window_us * 1e-6
         pd, td, bd = tmap.to_degrees(pred), tmap.to_degrees(target), tmap.to_degrees(base)
         for i in range(len(pred)):
-            rows.append({"sequence": seq_idx, "step": i + 1, "time_s": round(float(t_s[i]), 6),
+            rows.append({"sequence": seq_idx,
+                         "recording": names[seq_idx] if seq_idx < len(names) else "",
+                         "step": i + 1, "time_s": round(float(t_s[i]), 6),
                          "target": float(target[i]), "prediction": float(pred[i]),
                          "target_deg": float(td[i]), "prediction_deg": float(pd[i]),
                          "abs_error_deg": float(abs(pd[i] - td[i])),
                          "baseline_deg": float(bd[i]), "events": float(events[i]),
                          "counted": int(i >= v)})
     pred, target, base = map(np.concatenate, (preds_all, targets_all, base_all))
-    metrics = _metrics(pred, target, base, tmap, window)
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    parts = list(getattr(data, "test_parts", []))
+    groups = [p.group for p in parts] if len(parts) == len(preds_all) else []
+    headline = list(range(len(preds_all)))
+    if "held_out" in groups:  # the headline figure is on recordings never trained on
+        headline = [i for i, g in enumerate(groups) if g == "held_out"]
+    cat = [np.concatenate([a[i] for i in headline]) for a in (preds_all, targets_all, base_all)]
+    metrics = _metrics(*cat, tmap, window)
+    for group in dict.fromkeys(groups):
+        idx = [i for i, g in enumerate(groups) if g == group]
+        gm = _metrics(*[np.concatenate([a[i] for i in idx]) for a in
+                        (preds_all, targets_all, base_all)], tmap, None)
+        metrics.update({f"{group}_{k}": gm[k] for k in _SUMMARY})
+    recordings = []
+    for i, part in enumerate(parts if groups else []):
+        rm = _metrics(preds_all[i], targets_all[i], base_all[i], tmap, None)
+        recordings.append({"sequence": i, "recording": part.name, "group": part.group,
+                           "windows": part.windows, "first_window": part.lo,
+                           "last_window": part.hi - 1, **{k: rm[k] for k in _SUMMARY}})
+    report = dict(metrics, headline=("held_out" if "held_out" in groups else "all"),
+                  recordings=recordings)
+    (out_dir / "metrics.json").write_text(json.dumps(report, indent=1))
     csv_path = out_dir / "predictions.csv"
     with open(csv_path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
@@ -106,7 +134,8 @@ def evaluate_and_report(net: nn.Module, data: Any, out_dir: str | Path, *, k: in
             stats = {n: {s: np.concatenate(v) for s, v in d.items()} for n, d in norms.items()}
             images["norm_stats"] = P.plot_norm_stats(stats, out_dir / "norm_stats.png")
             images["amplification"] = P.plot_amplification(stats, out_dir / "amplification.png")
-    return EvalResult(metrics=metrics, plots=images, predictions_csv=csv_path)
+    return EvalResult(metrics=metrics, plots=images, predictions_csv=csv_path,
+                      recordings=recordings)
 
 
 def _metrics(pred: np.ndarray, target: np.ndarray, base: np.ndarray, tmap: Any,

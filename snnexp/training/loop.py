@@ -108,6 +108,7 @@ class Trainer:
         self.device = dist.device_for(self.ctx, select_device(cfg.trainer.device))
         engine.resolve_backend(cfg.trainer.engine, self.device)  # a bad value stops before the data
         self.data = build_data(cfg.data, seed=cfg.seed)
+        self.data.pin_memory = self.device.type == "cuda"  # batches copied to the GPU faster
         self.net = build_network(cfg.model, cfg.norm, tuple(self.data.input_shape)).to(self.device)
         engine.prepare(self.net, cfg.trainer.engine)  # how the chunks run (trainer.engine)
         self.num_parameters = count_trainable_parameters(self.net)
@@ -317,6 +318,7 @@ class Trainer:
         metrics = {f"test/{k}": v for k, v in result.metrics.items()}
         self.logger.log_summary(metrics)
         self.logger.log_images(result.plots)
+        metrics["test/recordings"] = result.recordings  # per test part (final_metrics.json)
         return metrics
 
     def close(self, exit_code: int = 0) -> None:
