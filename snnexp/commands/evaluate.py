@@ -51,6 +51,7 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     from snnexp.training.checkpoint import load_checkpoint
     from snnexp.training.evaluation import evaluate_and_report
     from snnexp.training.runtime import configure_threads, select_device
+    from snnexp.training.tasks import check_task
 
     ec = to_schema(cfg, EvaluateConfig)
     validate_evaluate(ec)
@@ -58,8 +59,12 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     device = select_device(ec.trainer.device)
     engine.resolve_backend(ec.trainer.engine, device)  # a bad value stops before any work
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
+    if ec.task is not None:
+        check_task(ckpt, ec.task, ec.ckpt)
     tc = _train_config(ckpt, dict(ec.data or {}))
     validate_data(tc.data)
+    if tc.task.name == "classification":
+        return _evaluate_classification(ec, tc, ckpt, device)
     # recordings the checkpoint trained on are tested on their test split, others whole
     trained = {str(r.get("sha256")) for r in (ckpt.get("data") or {}).get("recordings", [])
                if r.get("role", "train") == "train"}
@@ -83,9 +88,48 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
             "predictions": str(result.predictions_csv), "output_dir": str(out_dir)}
 
 
+def _evaluate_classification(ec: EvaluateConfig, tc: TrainConfig, ckpt: dict[str, Any],
+                             device: Any) -> dict[str, Any]:
+    """The classification branch of :func:`evaluate`: the run's test samples (or data.paths
+    roots, classes in the checkpoint's order), accuracy metrics and the confusion matrix."""
+    import torch
+
+    from snnexp import engine
+    from snnexp.data.classification import build_class_data
+    from snnexp.models import build_network
+    from snnexp.training.classification import evaluate_classification
+
+    classes = list((ckpt.get("data") or {}).get("classes") or [])
+    data = build_class_data(tc.data, seed=tc.seed, classes=classes or None)
+    net = build_network(tc.model, tc.norm, tuple(data.input_shape),
+                        outputs=data.num_classes).to(device)
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise CheckpointError(
+            f"checkpoint '{ec.ckpt}' does not match the network its config describes for input "
+            f"{tuple(data.input_shape)} and {data.num_classes} classes: evaluate it on data of "
+            "the camera, settings and classes it was trained with") from None
+    engine.prepare(net, ec.trainer.engine)
+    out_dir = Path(ec.paths.output_dir)
+    with torch.no_grad():
+        m = evaluate_classification(net, data, out_dir, k=tc.trainer.tbptt_k,
+                                    decoder=tc.task.decoder, transient=tc.trainer.transient,
+                                    execution=tc.trainer.execution, plots=ec.plots)
+    plots = {"confusion": str(out_dir / "confusion.png")} if ec.plots else {}
+    return {"metrics": m, "plots": plots, "predictions": str(out_dir / "predictions.csv"),
+            "output_dir": str(out_dir)}
+
+
 def evaluate_command(cfg: DictConfig) -> float:
     out = evaluate(cfg)
     m = out["metrics"]
+    if "acc" in m:  # a classification checkpoint
+        print(json.dumps({k: m[k] for k in ("acc", "acc_top5", "loss", "samples", "per_class")
+                          if k in m}, indent=1))
+        print(f"wrote {Path(out['output_dir']) / 'metrics.json'}, {out['predictions']} and "
+              f"{len(out['plots'])} plots")
+        return float(m["acc"])
     print(json.dumps({k: m[k] for k in ("mse", "rel", "mae_deg", "std_deg", "max_deg",
                                         "baseline_mae_deg")}, indent=1))
     print(f"wrote {Path(out['output_dir']) / 'metrics.json'}, {out['predictions']} and "

@@ -29,6 +29,11 @@ EXECUTIONS = ("chunk", "step")
 STRATEGIES = ("single", "ddp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MONITORS = ("none", "spikes", "norm", "both")
+TASKS = ("regression", "classification")
+DECODERS = ("max", "mean", "last")
+LOSS_AT = ("chunk", "end")
+SELECT_BY = ("acc", "loss")
+MOTIONS = ("roll_left", "roll_right", "pan_left", "pan_right", "tilt_up", "tilt_down")
 
 
 @dataclass
@@ -66,6 +71,20 @@ class AugmentConfig:
 
 
 @dataclass
+class ClassSimConfig:
+    """The built-in classification data: short simulated clips, one class per camera motion."""
+
+    motions: list[str] = field(default_factory=lambda: list(MOTIONS))  # the classes
+    samples_per_class: int = 40  # clips per class
+    scenes: int = 8  # different textured scenes (seeds) the clips are drawn from
+    duration_s: list[float] = field(default_factory=lambda: [0.3, 0.6])  # [min, max] per clip
+    speed: list[float] = field(default_factory=lambda: [0.6, 1.4])  # [min, max] relative speed
+    width: int = 64  # sensor width in pixels
+    height: int = 48  # sensor height in pixels
+    seed: int = 0  # all randomness of the clips derives from this
+
+
+@dataclass
 class DataConfig:
     """Recordings and how they become labelled, batched event frames."""
 
@@ -91,6 +110,18 @@ class DataConfig:
     cache: bool = True  # cache events + labels on disk, keyed by content hash and settings
     cache_dir: str = ".cache/snnexp"
     cache_limit_gb: float = 100.0  # refuse to build a cache entry estimated above this size
+    classes: ClassSimConfig = field(default_factory=ClassSimConfig)  # builtin:classes (task)
+
+
+@dataclass
+class TaskConfig:
+    """What the network learns: regression of the orientation, or classification of samples."""
+
+    name: str = "regression"  # regression | classification
+    num_classes: int | None = None  # classification: None = as many as the data has
+    decoder: str = "max"  # max | mean | last: output membranes over time -> class scores
+    loss_at: str = "chunk"  # chunk: every TBPTT chunk, on the decoded-so-far scores | end
+    select_by: str = "acc"  # best checkpoint / early stopping on val accuracy | val loss
 
 
 @dataclass
@@ -216,6 +247,7 @@ class PathsConfig:
 
 @dataclass
 class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     norm: NormConfig = field(default_factory=NormConfig)
@@ -245,6 +277,7 @@ class EvaluateConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "evaluate"
     monitor: str = "both"
+    task: str | None = None  # expected task of the checkpoint (None: whatever it was trained for)
     window: list[int] | None = None  # [start, end] step range reported as a window
     plots: bool = True
     debug: bool = False

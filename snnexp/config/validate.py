@@ -128,8 +128,18 @@ def validate_logger(lg: S.LoggerConfig) -> None:
     _choice("logger.wandb.mode", lg.wandb.mode, S.WANDB_MODES)
 
 
+def validate_task(t: S.TaskConfig) -> None:
+    _choice("task.name", t.name, S.TASKS)
+    _choice("task.decoder", t.decoder, S.DECODERS)
+    _choice("task.loss_at", t.loss_at, S.LOSS_AT)
+    _choice("task.select_by", t.select_by, S.SELECT_BY)
+    if t.num_classes is not None:
+        _at_least("task.num_classes", t.num_classes, 2)
+
+
 def validate_train(cfg: S.TrainConfig) -> None:
     """Check every value of a training config; raise ConfigError naming the first bad key."""
+    validate_task(cfg.task)
     validate_data(cfg.data)
     validate_model(cfg.model, cfg.norm)
     o = cfg.optimizer
@@ -141,6 +151,9 @@ def validate_train(cfg: S.TrainConfig) -> None:
     validate_trainer(cfg.trainer)
     validate_logger(cfg.logger)
     _choice("monitor", cfg.monitor, S.MONITORS)
+    if cfg.task.name == "classification" and cfg.monitor != "none":
+        _fail("monitor", cfg.monitor, "monitors are for regression runs: use monitor=none with "
+              "task=classification")
     if cfg.trainer.transient >= cfg.data.seq_length - 1:
         _fail("trainer.transient", cfg.trainer.transient,
               f"must be below data.seq_length - 1 = {cfg.data.seq_length - 1}")
@@ -153,3 +166,5 @@ def validate_evaluate(cfg: S.EvaluateConfig) -> None:
     validate_trainer(cfg.trainer)
     validate_logger(cfg.logger)
     _choice("monitor", cfg.monitor, S.MONITORS)
+    if cfg.task is not None:
+        _choice("task", cfg.task, S.TASKS)
