@@ -26,6 +26,7 @@ from snnexp.training.classification import (
 from snnexp.training.tasks import check_task
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tiny tensors: one thread is enough
 
 
 # ----------------------------------------------------------------------------- decoders
@@ -279,3 +280,20 @@ def test_tiny_classification_run_beats_chance_and_refuses_the_other_task(tmp_pat
     r = _cli("train", "logger=none", f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'r'}",
              "paths.data_dir=data", cwd=tmp_path)
     assert r.returncode != 0 and "is a classification model" in r.stderr
+
+
+def test_summarize_shows_accuracy_for_a_classification_sweep_best_first(tmp_path) -> None:
+    from snnexp.commands.summarize import collect, format_table
+
+    sweep = tmp_path / "sweep"
+    for i, (model, acc) in enumerate((("sew", 0.8), ("plain", 0.95), ("spiking", 0.5))):
+        run = sweep / f"{i}_model={model}"
+        (run / ".hydra").mkdir(parents=True)
+        (run / ".hydra" / "overrides.yaml").write_text(f"- task=classification\n- model={model}\n")
+        (run / "final_metrics.json").write_text(json.dumps(
+            {"val/acc_best": acc, "test/acc": acc - 0.05, "epochs": 3, "best_epoch": 2}))
+    keys, rows = collect([str(sweep)])
+    assert keys == ["model"]
+    assert [r["model"] for r in rows] == ["plain", "sew", "spiking"]  # highest accuracy first
+    table = format_table(keys, rows)
+    assert "val/acc_best" in table and "test/acc" in table and "val/mse_best" not in table

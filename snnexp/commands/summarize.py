@@ -20,6 +20,21 @@ from snnexp.config.validate import to_schema
 from snnexp.errors import ConfigError
 
 COLUMNS = ("val/mse_best", "test/mae_deg", "test/baseline_mae_deg", "epochs")
+CLASS_COLUMNS = ("val/acc_best", "test/acc", "test/acc_top5", "epochs")  # task=classification
+
+
+def columns_of(rows: list[dict]) -> tuple[str, ...]:
+    """The metric columns: regression's, classification's (accuracy) or both in a mixed sweep."""
+    kinds = {"val/acc_best" in r["metrics"] for r in rows}
+    if kinds == {True}:
+        return CLASS_COLUMNS
+    if kinds == {False}:
+        return COLUMNS
+    return (*COLUMNS[:-1], *CLASS_COLUMNS)
+
+
+def _descending(metric: str) -> bool:
+    return "acc" in metric  # accuracies: best first means largest first
 
 
 def find_runs(dirs: list[str]) -> list[Path]:
@@ -58,25 +73,36 @@ def collect(dirs: list[str], sort_by: str = "val/mse_best") -> tuple[list[str], 
         raise ConfigError(f"no finished runs (final_metrics.json) below {', '.join(dirs)}")
     keys = sorted({k for r in rows for k in r["overrides"]
                    if len({row["overrides"].get(k) for row in rows}) > 1})
+    cols = columns_of(rows)
+    if sort_by == "val/mse_best" and cols == CLASS_COLUMNS:
+        sort_by = "val/acc_best"  # the default sort of a classification sweep
     table = []
     for r in rows:
         row: dict[str, Any] = {k: r["overrides"].get(k, "") for k in keys}
-        row.update({c: r["metrics"].get(c, float("nan")) for c in COLUMNS})
+        row.update({c: r["metrics"].get(c, float("nan")) for c in cols})
         row["run"] = r["run"]
         table.append(row)
-    table.sort(key=lambda row: _num(row.get(sort_by)))
+    sign = -1.0 if _descending(sort_by) else 1.0
+    table.sort(key=lambda row: sign * _num(row.get(sort_by), sign))
     return keys, table
 
 
-def _num(value: Any) -> float:
+def _num(value: Any, sign: float = 1.0) -> float:
+    """``value`` as a number; a missing one sorts last (whichever the direction)."""
     try:
-        return float(value)
+        v = float(value)
     except (TypeError, ValueError):
-        return float("inf")
+        v = float("nan")
+    return v if v == v else sign * float("inf")
+
+
+def _metric_cols(rows: list[dict]) -> list[str]:
+    present = {c for r in rows for c in r}
+    return [c for c in dict.fromkeys((*COLUMNS, *CLASS_COLUMNS)) if c in present]
 
 
 def format_table(keys: list[str], rows: list[dict]) -> str:
-    cols = [*keys, *COLUMNS]
+    cols = [*keys, *_metric_cols(rows)]
 
     def cell(v: Any) -> str:
         return f"{v:.6g}" if isinstance(v, float) else str(v)
@@ -96,7 +122,7 @@ def summarize(cfg: SummarizeConfig | DictConfig) -> dict[str, Any]:
     out = Path(sc.output or sc.dirs[0]).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*keys, *COLUMNS, "run"])
+        writer = csv.DictWriter(fh, fieldnames=[*keys, *_metric_cols(rows), "run"])
         writer.writeheader()
         writer.writerows(rows)
     _bar_chart(keys, rows, out / "summary.png")
@@ -112,9 +138,11 @@ def _bar_chart(keys: list[str], rows: list[dict], path: Path) -> None:
 
     labels = [",".join(f"{k}={r[k]}" for k in keys) or Path(r["run"]).name for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
-    ax.bar(range(len(rows)), [_num(r["val/mse_best"]) for r in rows])
+    metric = "val/mse_best" if "val/mse_best" in rows[0] else "val/acc_best"
+    ax.bar(range(len(rows)), [float(r.get(metric, float("nan"))) for r in rows])
     ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set(ylabel="best val MSE", title="Sweep summary")
+    ax.set(ylabel={"val/mse_best": "best val MSE", "val/acc_best": "best val accuracy"}[metric],
+           title="Sweep summary")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
