@@ -249,6 +249,7 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 TINY_CLS = ["task=classification", "logger=none", "trainer.progress=false",
             "trainer.device=cpu", "trainer.num_threads=1", "model.hidden=32",
             "data.classes.width=32", "data.classes.height=24", "data.classes.scenes=3",
+            "data.downsample=1",
             "data.classes.samples_per_class=14", "data.classes.duration_s=[0.2,0.4]",
             "data.classes.motions=[pan_left,pan_right,tilt_up,tilt_down]",
             "data.split=[0.5,0.25,0.25]", "data.batch_size=8", "trainer.max_epochs=6"]

@@ -4,7 +4,8 @@ Each clip is one sample of one class (``data.classes.motions``): ``roll_left`` /
 (rotation about the optical axis, counter-clockwise / clockwise in the image), ``pan_left`` /
 ``pan_right`` (the camera turns left / right: the scene slides right / left in the image) and
 ``tilt_up`` / ``tilt_down`` (the scene slides down / up). The scene is one of ``scenes`` textured
-horizons of the roll simulator (:func:`snnexp.data.simulate.make_scene`), seen at a random
+horizons of the roll simulator (:func:`snnexp.data.simulate.make_scene`) with dark vertical
+poles (so that panning has edges to see, as tilting has the horizon), seen at a random
 start roll and height; speed (``speed`` x 90 deg/s or 1.5 sensor widths per second) and length
 (``duration_s``) vary per clip, and a small shake about the other axes keeps the classes from
 being told apart by a perfectly still background.
@@ -42,13 +43,30 @@ PAN_WIDTHS_S = 1.5  # pan / tilt speed at speed 1, in sensor widths per second
 SHAKE_PX, SHAKE_DEG = 0.8, 0.5  # amplitude of the shake about the other axes
 CONTRAST, CONTRAST_SIGMA, NOISE_HZ = 0.2, 0.03, 0.2
 CAMERA = "DVS_CLASSES_SIM"
+SIM_VERSION = 2  # part of the folder hash: clips of an older simulator are never reused
+POLES, POLE_WIDTH_PX, POLE_LOG = 8, (2.0, 6.0), -0.8  # dark vertical poles across each scene
 BUILTIN_CLASSES = "builtin:classes"
 
 
 def builtin_root(cfg: ClassSimConfig, builtin_dir: str | os.PathLike[str]) -> Path:
     """Folder of the built-in clips of ``cfg``: named after the size and a hash of all settings."""
-    digest = hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode())
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(cfg), SIM_VERSION],
+                                       sort_keys=True).encode())
     return Path(builtin_dir) / f"classes_{cfg.width}x{cfg.height}_{digest.hexdigest()[:8]}"
+
+
+def make_pole_scene(cfg: ClassSimConfig, index: int) -> Scene:
+    """Scene ``index``: a horizon of the roll simulator (large enough for every pan and tilt)
+    with ``POLES`` dark vertical poles (trees, posts) at random places across it."""
+    base = make_scene(SimConfig(width=4 * cfg.width, height=4 * cfg.width,
+                                seed=int(cfg.seed) * 1000 + index))
+    rng = np.random.default_rng([int(cfg.seed), index, 0x901E])
+    log_i = base.log_i.copy()
+    h = np.arange(log_i.shape[1]) * base.dx - base.radius
+    for centre in rng.uniform(-base.radius, base.radius, POLES):
+        half = 0.5 * rng.uniform(*POLE_WIDTH_PX)
+        log_i[:, np.abs(h - centre) <= half] += POLE_LOG
+    return Scene(log_i, base.radius, base.dx)
 
 
 def _pose(motion: str, t: np.ndarray, speed: float, width: int, rng: np.random.Generator
@@ -146,9 +164,7 @@ def write_builtin(cfg: ClassSimConfig, root: str | os.PathLike[str]) -> Path:
     log.info("simulating the built-in classification clips (%d classes x %d) to %s",
              len(cfg.motions), cfg.samples_per_class, root)
     try:
-        scenes = [make_scene(SimConfig(width=4 * cfg.width, height=4 * cfg.width,
-                                       seed=int(cfg.seed) * 1000 + s))
-                  for s in range(max(1, cfg.scenes))]
+        scenes = [make_pole_scene(cfg, s) for s in range(max(1, cfg.scenes))]
         for c, motion in enumerate(cfg.motions):
             for i in range(cfg.samples_per_class):
                 rng = np.random.default_rng([int(cfg.seed), c, i, 0xC1A55])
