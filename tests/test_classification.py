@@ -267,11 +267,13 @@ def test_tiny_classification_run_beats_chance_and_refuses_the_other_task(tmp_pat
     assert "test: accuracy" in r.stdout
     best = run / "checkpoints" / "best.pt"
     # a classification checkpoint evaluated as regression: one line, non-zero exit
-    r = _cli("evaluate", f"ckpt={best}", "task=regression", f"hydra.run.dir={tmp_path / 'e1'}",
+    r = _cli("evaluate", f"ckpt={best}", "expect_task=regression",
+             f"hydra.run.dir={tmp_path / 'e1'}",
              cwd=tmp_path)
     assert r.returncode != 0
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and "is a classification model, not a regression" in lines[0]
+    errors = [ln for ln in r.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and "is a classification model, not a regression" in errors[0]
+    assert "Traceback" not in r.stderr and not (tmp_path / "e1" / "metrics.json").exists()
     # ... and evaluated as what it is, it reproduces the test accuracy
     r = _cli("evaluate", f"ckpt={best}", f"hydra.run.dir={tmp_path / 'e2'}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
@@ -281,6 +283,7 @@ def test_tiny_classification_run_beats_chance_and_refuses_the_other_task(tmp_pat
     r = _cli("train", "logger=none", f"ckpt_path={best}", f"hydra.run.dir={tmp_path / 'r'}",
              "paths.data_dir=data", cwd=tmp_path)
     assert r.returncode != 0 and "is a classification model" in r.stderr
+    assert not (tmp_path / "r" / "checkpoints" / "last.pt").exists()
 
 
 def test_summarize_shows_accuracy_for_a_classification_sweep_best_first(tmp_path) -> None:

@@ -59,8 +59,8 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     device = select_device(ec.trainer.device)
     engine.resolve_backend(ec.trainer.engine, device)  # a bad value stops before any work
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
-    if ec.task is not None:
-        check_task(ckpt, ec.task, ec.ckpt)
+    if ec.expect_task is not None:
+        check_task(ckpt, ec.expect_task, ec.ckpt)
     tc = _train_config(ckpt, dict(ec.data or {}))
     validate_data(tc.data)
     if tc.task.name == "classification":

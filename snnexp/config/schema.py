@@ -277,7 +277,7 @@ class EvaluateConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str = "evaluate"
     monitor: str = "both"
-    task: str | None = None  # expected task of the checkpoint (None: whatever it was trained for)
+    expect_task: str | None = None  # refuse a checkpoint of another task (None: any)
     window: list[int] | None = None  # [start, end] step range reported as a window
     plots: bool = True
     debug: bool = False

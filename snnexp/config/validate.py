@@ -166,5 +166,5 @@ def validate_evaluate(cfg: S.EvaluateConfig) -> None:
     validate_trainer(cfg.trainer)
     validate_logger(cfg.logger)
     _choice("monitor", cfg.monitor, S.MONITORS)
-    if cfg.task is not None:
-        _choice("task", cfg.task, S.TASKS)
+    if cfg.expect_task is not None:
+        _choice("expect_task", cfg.expect_task, S.TASKS)
