@@ -95,12 +95,11 @@ def _evaluate_classification(ec: EvaluateConfig, tc: TrainConfig, ckpt: dict[str
     import torch
 
     from snnexp import engine
-    from snnexp.data.classification import build_class_data
     from snnexp.models import build_network
-    from snnexp.training.classification import evaluate_classification
+    from snnexp.training.classification import build_task_data, evaluate_classification
 
     classes = list((ckpt.get("data") or {}).get("classes") or [])
-    data = build_class_data(tc.data, seed=tc.seed, classes=classes or None)
+    data = build_task_data(tc.data, tc.seed, classes=classes or None)
     net = build_network(tc.model, tc.norm, tuple(data.input_shape),
                         outputs=data.num_classes).to(device)
     try:

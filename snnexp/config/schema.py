@@ -33,6 +33,8 @@ TASKS = ("regression", "classification")
 DECODERS = ("max", "mean", "last")
 LOSS_AT = ("chunk", "end")
 SELECT_BY = ("acc", "loss")
+CLASS_DATASETS = ("folders", "mnist")
+ENCODERS = ("poisson", "latency", "constant_current")
 MOTIONS = ("roll_left", "roll_right", "pan_left", "pan_right", "tilt_up", "tilt_down")
 
 
@@ -111,6 +113,12 @@ class DataConfig:
     cache_dir: str = ".cache/snnexp"
     cache_limit_gb: float = 100.0  # refuse to build a cache entry estimated above this size
     classes: ClassSimConfig = field(default_factory=ClassSimConfig)  # builtin:classes (task)
+    dataset: str = "folders"  # classification: folders (a folder per class) | mnist (IDX files)
+    root: str = "data/mnist"  # dataset=mnist: the folder of its IDX files
+    encoder: str = "poisson"  # static images -> spikes: poisson | latency | constant_current
+    num_steps: int = 25  # time steps per encoded image
+    encoder_gain: float = 1.0  # poisson: spike probability per unit intensity; LIF: current
+    limit_samples: int | None = None  # use only the first N images of each set (debugging)
 
 
 @dataclass

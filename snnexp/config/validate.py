@@ -137,10 +137,19 @@ def validate_task(t: S.TaskConfig) -> None:
         _at_least("task.num_classes", t.num_classes, 2)
 
 
+def validate_class_data(d: S.DataConfig) -> None:
+    _choice("data.dataset", d.dataset, S.CLASS_DATASETS)
+    _choice("data.encoder", d.encoder, S.ENCODERS)
+    _at_least("data.num_steps", d.num_steps, 1)
+    _positive("data.encoder_gain", d.encoder_gain)
+
+
 def validate_train(cfg: S.TrainConfig) -> None:
     """Check every value of a training config; raise ConfigError naming the first bad key."""
     validate_task(cfg.task)
     validate_data(cfg.data)
+    if cfg.task.name == "classification":
+        validate_class_data(cfg.data)
     validate_model(cfg.model, cfg.norm)
     o = cfg.optimizer
     _choice("optimizer.name", o.name, S.OPTIMIZERS)

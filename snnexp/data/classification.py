@@ -248,6 +248,10 @@ class ClassBundle:
     def test_batches(self) -> Iterator[tuple[Any, Any, Any]]:
         return self._batches(self.roles["test"])
 
+    def test_names(self) -> list[str]:
+        """The file name of every test sample, in test order."""
+        return [self.samples.names[i] for i in self.roles["test"]]
+
     def meta(self) -> dict[str, Any]:
         """What a checkpoint stores about its data (JSON-serialisable)."""
         return {"task": "classification", "input_shape": list(self.input_shape),

@@ -234,28 +234,36 @@ def evaluate_classification(net: nn.Module, data: Any, out_dir: str | Path, *, k
     m = accuracy_metrics(scores, labels, data.classes)
     m["classes"] = list(data.classes)
     (out_dir / "metrics.json").write_text(json.dumps(m, indent=1))
-    names = data.samples.names
-    test = data.roles["test"]
+    names = data.test_names()
     with open(out_dir / "predictions.csv", "w") as fh:
         fh.write("sample,file,true,predicted,correct\n")
         for i, (s, y) in enumerate(zip(scores, labels)):
             p = int(s.argmax())
-            fh.write(f"{i},{names[test[i]]},{data.classes[y]},{data.classes[p]},{int(p == y)}\n")
+            fh.write(f"{i},{names[i]},{data.classes[y]},{data.classes[p]},{int(p == y)}\n")
     if plots:
         plot_confusion(np.asarray(m["confusion"]), data.classes, out_dir / "confusion.png")
     return m
 
 
 # ----------------------------------------------------------------------------- trainer
+def build_task_data(cfg: Any, seed: int, num_classes: int | None = None,
+                    classes: list[str] | None = None) -> Any:
+    """The classification data of ``data.dataset``: class folders or MNIST (encoded)."""
+    if cfg.dataset == "mnist":
+        from snnexp.data.images import build_mnist
+
+        return build_mnist(cfg, seed, num_classes)
+    from snnexp.data.classification import build_class_data
+
+    return build_class_data(cfg, seed=seed, num_classes=num_classes, classes=classes)
+
+
 class ClassificationTrainer(Trainer):
     """The training recipe of :class:`Trainer` for ``task=classification``: class data, a head
     of ``num_classes`` integrators, cross-entropy on decoded scores, accuracy metrics."""
 
     def build_data(self) -> Any:
-        from snnexp.data.classification import build_class_data
-
-        return build_class_data(self.cfg.data, seed=self.cfg.seed,
-                                num_classes=self.cfg.task.num_classes)
+        return build_task_data(self.cfg.data, self.cfg.seed, self.cfg.task.num_classes)
 
     def build_net(self) -> nn.Module:
         from snnexp.models import build_network
