@@ -215,7 +215,11 @@ def test_builtin_clips_are_aedat4_files_in_a_folder_per_class(class_cfg: DataCon
     # a second build reads the cache and gives the same samples
     again = build_class_data(class_cfg, seed=0)
     assert np.array_equal(again.samples.cells, data.samples.cells)
-    assert any(Path(class_cfg.cache_dir).glob("classes-*.npz"))
+    entry = next(Path(class_cfg.cache_dir).glob("classes-*.npz"))
+    # a damaged cache entry is rebuilt (with a warning), never used
+    entry.write_bytes(entry.read_bytes()[:100])
+    rebuilt = build_class_data(class_cfg, seed=0)
+    assert np.array_equal(rebuilt.samples.cells, data.samples.cells)
 
 
 def test_num_classes_that_disagrees_with_the_data_is_one_clear_error(class_cfg) -> None:

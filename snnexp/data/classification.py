@@ -13,7 +13,8 @@ Splits: the samples of ``data.paths`` are split per class (stratified, seeded by
 
 Batches are ``(frames uint16 [T, B, 2, H, W], lengths int64 [B], labels int64 [B])``: ``T`` is
 the longest sample of the batch; shorter samples are padded with empty frames at the end, and
-``lengths`` tells the trainer which steps are real (the mask, :func:`length_mask`).
+``lengths`` tells the trainer which steps are real (the mask:
+:func:`snnexp.training.classification.valid_mask`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,14 +61,6 @@ class ClassSamples:
 
     def __len__(self) -> int:
         return len(self.labels)
-
-
-def length_mask(lengths: Any, steps: int) -> Any:
-    """Bool mask [steps, B]: True where step t < the sample's length (a real, unpadded step)."""
-    import torch
-
-    lengths = torch.as_tensor(lengths)
-    return torch.arange(steps).unsqueeze(1) < lengths.unsqueeze(0)
 
 
 # ----------------------------------------------------------------------------- files
@@ -147,7 +141,7 @@ def load_samples(files: list[tuple[Path, int]], cfg: DataConfig) -> ClassSamples
                 return ClassSamples(z["cells"], z["offsets"], z["starts"], z["labels"],
                                     tuple(int(s) for s in z["shape"]),
                                     [p.name for p, _ in files])
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
             log.warning("cache entry %s is not usable (%s); building it again", entry, exc)
     cells, offsets, starts, shapes = [], [np.zeros(1, np.int64)], [0], set()
     events = 0
