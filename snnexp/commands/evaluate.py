@@ -51,6 +51,7 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     from snnexp.training.checkpoint import load_checkpoint
     from snnexp.training.evaluation import evaluate_and_report
     from snnexp.training.runtime import configure_threads, select_device
+    from snnexp.training.tasks import check_task
 
     ec = to_schema(cfg, EvaluateConfig)
     validate_evaluate(ec)
@@ -59,9 +60,13 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     # a bad engine setting stops before any work
     engine.resolve_backend(ec.trainer.engine, device, ec.trainer.kernel_march)
     ckpt = load_checkpoint(ec.ckpt, map_location=device)
+    if ec.expect_task is not None:
+        check_task(ckpt, ec.expect_task, ec.ckpt)
     overrides = {k: v for k, v in dataclasses.asdict(ec.data).items() if v is not None}
     tc = _train_config(ckpt, overrides)
     validate_data(tc.data)
+    if tc.task.name == "classification":
+        return _evaluate_classification(ec, tc, ckpt, device)
     # recordings the checkpoint trained on are tested on their test split, others whole
     trained = {str(r.get("sha256")) for r in (ckpt.get("data") or {}).get("recordings", [])
                if r.get("role", "train") == "train"}
@@ -122,9 +127,48 @@ def _videos(ec: EvaluateConfig, tc: TrainConfig, data: Any, out_dir: Path,
     return videos
 
 
+def _evaluate_classification(ec: EvaluateConfig, tc: TrainConfig, ckpt: dict[str, Any],
+                             device: Any) -> dict[str, Any]:
+    """The classification branch of :func:`evaluate`: the run's test samples (or data.paths
+    roots, classes in the checkpoint's order), accuracy metrics and the confusion matrix."""
+    import torch
+
+    from snnexp import engine
+    from snnexp.models import build_network
+    from snnexp.training.classification import build_task_data, evaluate_classification
+
+    classes = list((ckpt.get("data") or {}).get("classes") or [])
+    data = build_task_data(tc.data, tc.seed, classes=classes or None)
+    net = build_network(tc.model, tc.norm, tuple(data.input_shape),
+                        outputs=data.num_classes).to(device)
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise CheckpointError(
+            f"checkpoint '{ec.ckpt}' does not match the network its config describes for input "
+            f"{tuple(data.input_shape)} and {data.num_classes} classes: evaluate it on data of "
+            "the camera, settings and classes it was trained with") from None
+    engine.prepare(net, ec.trainer.engine, march=ec.trainer.kernel_march)
+    out_dir = Path(ec.paths.output_dir)
+    with torch.no_grad():
+        m = evaluate_classification(net, data, out_dir, k=tc.trainer.tbptt_k,
+                                    decoder=tc.task.decoder, transient=tc.trainer.transient,
+                                    execution=ec.trainer.execution or tc.trainer.execution,
+                                    plots=ec.plots)
+    plots = {"confusion": str(out_dir / "confusion.png")} if ec.plots else {}
+    return {"metrics": m, "plots": plots, "predictions": str(out_dir / "predictions.csv"),
+            "output_dir": str(out_dir)}
+
+
 def evaluate_command(cfg: DictConfig) -> float:
     out = evaluate(cfg)
     m = out["metrics"]
+    if "acc" in m:  # a classification checkpoint
+        print(json.dumps({k: m[k] for k in ("acc", "acc_top5", "loss", "samples", "per_class")
+                          if k in m}, indent=1))
+        print(f"wrote {Path(out['output_dir']) / 'metrics.json'}, {out['predictions']} and "
+              f"{len(out['plots'])} plots")
+        return float(m["acc"])
     print(json.dumps({k: m[k] for k in ("mse", "rel", "mae_deg", "std_deg", "max_deg",
                                         "baseline_mae_deg")}, indent=1))
     videos = f" and {len(out['videos'])} videos" if out["videos"] else ""

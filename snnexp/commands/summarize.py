@@ -25,6 +25,21 @@ from snnexp.errors import ConfigError
 
 COLUMNS = ("val/mse_best", "test/mae_deg", "test/baseline_mae_deg", "epochs")
 SEED_KEYS = ("seed",)  # settings that repeat a job rather than change it
+CLASS_COLUMNS = ("val/acc_best", "test/acc", "test/acc_top5", "epochs")  # task=classification
+
+
+def columns_of(rows: list[dict]) -> tuple[str, ...]:
+    """The metric columns: regression's, classification's (accuracy) or both in a mixed sweep."""
+    kinds = {"val/acc_best" in r["metrics"] for r in rows}
+    if kinds == {True}:
+        return CLASS_COLUMNS
+    if kinds == {False}:
+        return COLUMNS
+    return (*COLUMNS[:-1], *CLASS_COLUMNS)
+
+
+def _descending(metric: str) -> bool:
+    return "acc" in metric  # accuracies: best first means largest first
 
 
 def find_jobs(dirs: list[str]) -> list[Path]:
@@ -103,13 +118,17 @@ def collect(dirs: list[str], sort_by: str = "val/mse_best"
                           "dirs=[outputs/train/multiruns/<sweep>]")
     keys = sorted({k for r in rows for k in r["overrides"]
                    if len({row["overrides"].get(k) for row in rows}) > 1})
+    cols = columns_of(rows)
+    if sort_by == "val/mse_best" and cols == CLASS_COLUMNS:
+        sort_by = "val/acc_best"  # the default sort of a classification sweep
     table = []
     for r in rows:
         row: dict[str, Any] = {k: r["overrides"].get(k, "") for k in keys}
-        row.update({c: r["metrics"].get(c, float("nan")) for c in COLUMNS})
+        row.update({c: r["metrics"].get(c, float("nan")) for c in cols})
         row["run"] = r["run"]
         table.append(row)
-    table.sort(key=lambda row: _sort_value(row.get(sort_by)))
+    sign = -1.0 if _descending(sort_by) else 1.0
+    table.sort(key=lambda row: sign * _num(row.get(sort_by), sign))
     return keys, table, problems
 
 
@@ -124,15 +143,19 @@ def aggregate_seeds(keys: list[str], rows: list[dict], sort_by: str = "val/mse_b
     settings = [k for k in keys if k not in SEED_KEYS]
     if not any(k in SEED_KEYS for k in keys):
         return None
+    cols = _metric_cols(rows)
     frame = pd.DataFrame(rows)
-    frame[list(COLUMNS)] = frame[list(COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    frame[cols] = frame[cols].apply(pd.to_numeric, errors="coerce")
     grouped = frame.groupby(settings, sort=False, dropna=False) if settings else \
         frame.assign(_all="all").groupby("_all")
-    stats = grouped[list(COLUMNS)].agg(["mean", "std", "count"])
+    stats = grouped[cols].agg(["mean", "std", "count"])
     stats.columns = [f"{metric} {stat}" for metric, stat in stats.columns]
     stats["n"] = grouped.size()
     stats = stats.reset_index().drop(columns=["_all"], errors="ignore")
-    stats = stats.sort_values(f"{sort_by} mean" if f"{sort_by} mean" in stats else "n")
+    if sort_by == "val/mse_best" and "val/mse_best mean" not in stats:
+        sort_by = "val/acc_best"  # a classification sweep
+    if f"{sort_by} mean" in stats:
+        stats = stats.sort_values(f"{sort_by} mean", ascending=not _descending(sort_by))
     return settings, stats.reset_index(drop=True)
 
 
@@ -144,9 +167,10 @@ def _pm(mean: float, std: float) -> str:
 
 def format_aggregate(settings: list[str], stats: Any, markdown: bool = False) -> str:
     """The per-setting table: settings, metric mean +- std, n."""
-    head = [*settings, *COLUMNS, "n"]
+    cols = [c[:-len(" mean")] for c in stats.columns if c.endswith(" mean")]
+    head = [*settings, *cols, "n"]
     body = [[str(r[k]) for k in settings]
-            + [_pm(r[f"{c} mean"], r[f"{c} std"]) for c in COLUMNS] + [str(int(r["n"]))]
+            + [_pm(r[f"{c} mean"], r[f"{c} std"]) for c in cols] + [str(int(r["n"]))]
             for _, r in stats.iterrows()]
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -156,20 +180,22 @@ def format_aggregate(settings: list[str], stats: Any, markdown: bool = False) ->
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, width)) for r in rows)
 
 
-def _num(value: Any) -> float:
+def _num(value: Any, sign: float = 1.0) -> float:
+    """``value`` as a number; a missing one sorts last (whichever the direction)."""
     try:
-        return float(value)
+        v = float(value)
     except (TypeError, ValueError):
-        return float("nan")
+        v = float("nan")
+    return v if math.isfinite(v) else sign * float("inf")
 
 
-def _sort_value(value: Any) -> float:
-    v = _num(value)
-    return v if math.isfinite(v) else float("inf")
+def _metric_cols(rows: list[dict]) -> list[str]:
+    present = {c for r in rows for c in r}
+    return [c for c in dict.fromkeys((*COLUMNS, *CLASS_COLUMNS)) if c in present]
 
 
 def format_table(keys: list[str], rows: list[dict]) -> str:
-    cols = [*keys, *COLUMNS]
+    cols = [*keys, *_metric_cols(rows)]
 
     def cell(v: Any) -> str:
         return f"{v:.6g}" if isinstance(v, float) else str(v)
@@ -190,7 +216,7 @@ def summarize(cfg: SummarizeConfig | DictConfig) -> dict[str, Any]:
     out = Path(sc.output or sc.dirs[0]).expanduser()
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "summary.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=[*keys, *COLUMNS, "run"])
+        writer = csv.DictWriter(fh, fieldnames=[*keys, *_metric_cols(rows), "run"])
         writer.writeheader()
         writer.writerows(rows)
     _bar_chart(keys, rows, out / "summary.png")
@@ -216,9 +242,11 @@ def _bar_chart(keys: list[str], rows: list[dict], path: Path) -> None:
 
     labels = [",".join(f"{k}={r[k]}" for k in keys) or Path(r["run"]).name for r in rows]
     fig, ax = plt.subplots(figsize=(max(6, 0.7 * len(rows)), 4))
-    ax.bar(range(len(rows)), [_num(r["val/mse_best"]) for r in rows])
+    metric = "val/mse_best" if "val/mse_best" in rows[0] else "val/acc_best"
+    ax.bar(range(len(rows)), [float(r.get(metric, float("nan"))) for r in rows])
     ax.set_xticks(range(len(rows)), labels, rotation=60, ha="right", fontsize=7)
-    ax.set(ylabel="best val MSE", title="Sweep summary")
+    ax.set(ylabel={"val/mse_best": "best val MSE", "val/acc_best": "best val accuracy"}[metric],
+           title="Sweep summary")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -56,6 +56,8 @@ def train(cfg: TrainConfig | DictConfig) -> tuple[dict[str, Any], dict[str, Any]
         return finished, {}
     if tc.ckpt_path and config_dict is not None:
         config_dict["ckpt_path"] = tc.ckpt_path
+    if tc.task.name == "classification":
+        from snnexp.training.classification import ClassificationTrainer as Trainer
     trainer = Trainer(tc, _output_dir(tc), config_dict=config_dict, sweep_group=sweep_group)
     exit_code = 1
     try:
@@ -135,6 +137,16 @@ def train_command(cfg: DictConfig) -> float | None:
 def _print_summary(m: dict[str, Any]) -> None:
     from snnexp.training.loop import report
 
+    if "val/acc_best" in m:  # task=classification
+        report(f"best val acc {m['val/acc_best']:.4f} at epoch {m['best_epoch']} "
+               f"({m['epochs']} epochs, {m['optimizer_steps']} optimizer steps)")
+        if "test/acc" in m:
+            top5 = f", top-5 {m['test/acc_top5']:.4f}" if "test/acc_top5" in m else ""
+            report(f"test: accuracy {m['test/acc']:.4f}{top5}, loss {m['test/loss']:.4f} "
+                   f"({m['test/samples']} samples)")
+            report("  per class: " + ", ".join(f"{c} {a:.2f}" for c, a in
+                                               m["test/per_class"].items() if a is not None))
+        return
     report(f"best val mse {m['val/mse_best']:.6f} at epoch {m['best_epoch']} "
           f"({m['epochs']} epochs, {m['optimizer_steps']} optimizer steps)")
     if "test/mae_deg" in m:

@@ -36,6 +36,13 @@ EXECUTIONS = ("chunk", "step")
 STRATEGIES = ("single", "ddp")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 MONITORS = ("none", "spikes", "norm", "both")
+TASKS = ("regression", "classification")
+DECODERS = ("max", "mean", "last")
+LOSS_AT = ("chunk", "end")
+SELECT_BY = ("acc", "loss")
+CLASS_DATASETS = ("folders", "mnist")
+ENCODERS = ("poisson", "latency", "constant_current")
+MOTIONS = ("roll_left", "roll_right", "pan_left", "pan_right", "tilt_up", "tilt_down")
 
 
 @cache
@@ -122,6 +129,21 @@ class AugmentConfig:
 
 
 @dataclass
+@yaml_defaults("data/classes.yaml", "classes")
+class ClassSimConfig:
+    """The built-in classification data: short simulated clips, one class per camera motion."""
+
+    motions: list[str]  # the classes
+    samples_per_class: int  # clips per class
+    scenes: int  # different textured scenes (seeds) the clips are drawn from
+    duration_s: list[float]  # [min, max] per clip
+    speed: list[float]  # [min, max] relative speed
+    width: int  # sensor width in pixels
+    height: int  # sensor height in pixels
+    seed: int  # all randomness of the clips derives from this
+
+
+@dataclass
 @yaml_defaults("data/aedat4.yaml")
 class DataConfig:
     """Recordings and how they become labelled, batched event frames."""
@@ -148,6 +170,25 @@ class DataConfig:
     cache: bool  # cache events + labels on disk, keyed by content hash and settings
     cache_dir: str
     cache_limit_gb: float  # refuse to build a cache entry estimated above this size
+    classes: ClassSimConfig = field(default_factory=ClassSimConfig)  # builtin:classes (task)
+    dataset: str  # classification: folders (a folder per class) | mnist (IDX files)
+    root: str  # dataset=mnist: the folder of its IDX files
+    encoder: str  # static images -> spikes: poisson | latency | constant_current
+    num_steps: int  # time steps per encoded image
+    encoder_gain: float  # poisson: spike probability per unit intensity; LIF: current
+    limit_samples: int | None  # use only the first N images of each set (debugging)
+
+
+@dataclass
+@yaml_defaults("task/regression.yaml")
+class TaskConfig:
+    """What the network learns: regression of the orientation, or classification of samples."""
+
+    name: str  # regression | classification
+    num_classes: int | None  # classification: None = as many as the data has
+    decoder: str  # max | mean | last: output membranes over time -> class scores
+    loss_at: str  # chunk: every TBPTT chunk, on the decoded-so-far scores | end
+    select_by: str  # best checkpoint / early stopping on val accuracy | val loss
 
 
 @dataclass
@@ -277,6 +318,7 @@ class PathsConfig:
 @dataclass
 @yaml_defaults("train.yaml")
 class TrainConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     norm: NormConfig = field(default_factory=NormConfig)
@@ -336,6 +378,7 @@ class EvaluateConfig:
     paths: PathsConfig = field(default_factory=PathsConfig)
     task_name: str
     monitor: str
+    expect_task: str | None  # refuse a checkpoint of another task (None: any)
     window: list[int] | None  # [start, end] step range reported as a window
     plots: bool
     video: bool  # also render each test sequence as video_<n>.mp4 (as snnexp view)

@@ -171,9 +171,28 @@ def validate_logger(lg: S.LoggerConfig) -> None:
     _choice("logger.wandb.mode", lg.wandb.mode, S.WANDB_MODES)
 
 
+def validate_task(t: S.TaskConfig) -> None:
+    _choice("task.name", t.name, S.TASKS)
+    _choice("task.decoder", t.decoder, S.DECODERS)
+    _choice("task.loss_at", t.loss_at, S.LOSS_AT)
+    _choice("task.select_by", t.select_by, S.SELECT_BY)
+    if t.num_classes is not None:
+        _at_least("task.num_classes", t.num_classes, 2)
+
+
+def validate_class_data(d: S.DataConfig) -> None:
+    _choice("data.dataset", d.dataset, S.CLASS_DATASETS)
+    _choice("data.encoder", d.encoder, S.ENCODERS)
+    _at_least("data.num_steps", d.num_steps, 1)
+    _positive("data.encoder_gain", d.encoder_gain)
+
+
 def validate_train(cfg: S.TrainConfig) -> None:
     """Check every value of a training config; raise ConfigError naming the first bad key."""
+    validate_task(cfg.task)
     validate_data(cfg.data)
+    if cfg.task.name == "classification":
+        validate_class_data(cfg.data)
     validate_model(cfg.model, cfg.norm)
     o = cfg.optimizer
     _choice("optimizer.name", o.name, S.OPTIMIZERS)
@@ -204,6 +223,9 @@ def validate_train(cfg: S.TrainConfig) -> None:
         _fail("data.split", list(cfg.data.split), "the test part is empty but evaluate_test=true:"
               " give it a fraction (e.g. data.split=[0.5,0.4,0.1]), name held-out recordings in "
               "data.test_paths or pass evaluate_test=false")
+    if cfg.task.name == "classification" and cfg.monitor != "none":
+        _fail("monitor", cfg.monitor, "monitors are for regression runs: use monitor=none with "
+              "task=classification")
     if cfg.trainer.transient >= cfg.data.seq_length - 1:
         _fail("trainer.transient", cfg.trainer.transient,
               f"must be below data.seq_length - 1 = {cfg.data.seq_length - 1}")
@@ -219,3 +241,5 @@ def validate_evaluate(cfg: S.EvaluateConfig) -> None:
     if cfg.trainer.execution is not None:
         _choice("trainer.execution", cfg.trainer.execution, S.EXECUTIONS)
     _choice("monitor", cfg.monitor, S.MONITORS)
+    if cfg.expect_task is not None:
+        _choice("expect_task", cfg.expect_task, S.TASKS)

@@ -31,10 +31,12 @@ class SNNRegressor(nn.Module):
     membrane after each step is the prediction. The flattened feature size is measured by a dry
     run on ``input_shape``, so any resolution and any input downsampling work.
     ``layers`` supplies the norm / neuron / integrator modules (default: the configured ones).
+    ``outputs`` > 1 (classification): ``fc_out`` feeds that many integrators, one per class,
+    and the prediction per step is ``[B, outputs]``.
     """
 
     def __init__(self, model: ModelConfig, norm: NormConfig, input_shape: tuple[int, int, int],
-                 layers: LayerFactory | None = None) -> None:
+                 layers: LayerFactory | None = None, outputs: int = 1) -> None:
         super().__init__()
         if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
             raise ValueError(f"input_shape must be (channels, height, width), got {input_shape}")
@@ -50,7 +52,8 @@ class SNNRegressor(nn.Module):
         self.flat_features = self._measure_features()
         self.fc_hidden = nn.Linear(self.flat_features, model.hidden, bias=False)
         self.sn_hidden = layers.neuron()
-        self.fc_out = nn.Linear(model.hidden, 1, bias=False)
+        self.outputs = int(outputs)
+        self.fc_out = nn.Linear(model.hidden, self.outputs, bias=False)
         self.integrator = layers.integrator()
 
     @torch.no_grad()
@@ -83,16 +86,19 @@ class SNNRegressor(nn.Module):
     def _run(self, x: torch.Tensor, steps: int | None) -> torch.Tensor:
         x = self._features(x, steps).flatten(1)
         x = self.sn_hidden(self.fc_hidden(x), steps)
-        return self.integrator(self.fc_out(x).squeeze(-1), steps)
+        y = self.fc_out(x)
+        return self.integrator(y.squeeze(-1) if self.outputs == 1 else y, steps)
 
     def forward_step(self, x: torch.Tensor) -> torch.Tensor:
         """One time step: frames ``[B, C, H, W]`` -> predictions ``[B]``."""
         return self._run(x, None)
 
     def forward_chunk(self, x: torch.Tensor) -> torch.Tensor:
-        """K time steps at once: frames ``[K, B, C, H, W]`` -> predictions ``[K, B]``."""
+        """K time steps at once: frames ``[K, B, C, H, W]`` -> predictions ``[K, B]``
+        (``[K, B, outputs]`` with several outputs)."""
         k, b = x.shape[:2]
-        return self._run(x.flatten(0, 1), k).view(k, b)
+        y = self._run(x.flatten(0, 1), k)
+        return y.view(k, b) if self.outputs == 1 else y.view(k, b, self.outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Dispatch on the rank: ``[B, C, H, W]`` one step, ``[K, B, C, H, W]`` a chunk."""
@@ -129,18 +135,18 @@ class SNNRegressor(nn.Module):
 
 
 def build_network(model: ModelConfig | Any, norm: NormConfig | Any,
-                  input_shape: tuple[int, int, int]) -> SNNRegressor:
+                  input_shape: tuple[int, int, int], outputs: int = 1) -> SNNRegressor:
     """Validate the model / norm settings and build the network for ``input_shape`` (C, H, W).
 
     Accepts the schema dataclasses or composed DictConfigs; bad settings raise ConfigError
-    naming the key and the allowed values.
+    naming the key and the allowed values. ``outputs``: 1 (regression) or the number of classes.
     """
     from snnexp.config.validate import to_schema, validate_model
 
     model = to_schema(model, ModelConfig)
     norm = to_schema(norm, NormConfig)
     validate_model(model, norm)
-    return SNNRegressor(model, norm, tuple(input_shape))
+    return SNNRegressor(model, norm, tuple(input_shape), outputs=outputs)
 
 
 def count_trainable_parameters(module: nn.Module) -> int:

@@ -34,6 +34,7 @@ from snnexp.training.runtime import (
     seed_everything,
     select_device,
 )
+from snnexp.training.tasks import check_task
 from snnexp.training.tbptt import run_sequence
 
 CHECKPOINT_DIR = "checkpoints"
@@ -93,8 +94,7 @@ class Trainer:
     def setup(self) -> None:
         """Seed, pick the device, build data, model, optimizer, scheduler, logger; resume."""
         from snnexp import engine
-        from snnexp.data.pipeline import build_data
-        from snnexp.models import build_network, count_trainable_parameters
+        from snnexp.models import count_trainable_parameters
 
         cfg = self.cfg
         self.ctx = dist.init_distributed(cfg.trainer.strategy)
@@ -110,9 +110,9 @@ class Trainer:
         self.device = dist.device_for(self.ctx, select_device(cfg.trainer.device))
         # a bad engine setting stops before the data is read
         engine.resolve_backend(cfg.trainer.engine, self.device, cfg.trainer.kernel_march)
-        self.data = build_data(cfg.data, seed=cfg.seed)
+        self.data = self.build_data()
         self.data.pin_memory = self.device.type == "cuda"  # batches copied to the GPU faster
-        self.net = build_network(cfg.model, cfg.norm, tuple(self.data.input_shape)).to(self.device)
+        self.net = self.build_net().to(self.device)
         # how the chunks run (trainer.engine, trainer.kernel_march)
         engine.prepare(self.net, cfg.trainer.engine, march=cfg.trainer.kernel_march)
         self.num_parameters = count_trainable_parameters(self.net)
@@ -133,6 +133,30 @@ class Trainer:
         if cfg.logger.wandb.watch:
             self.logger.watch(self.net, cfg.logger.wandb.watch_freq)
 
+    def build_data(self) -> Any:
+        """The run's data (the task's kind of bundle)."""
+        from snnexp.data.pipeline import build_data
+
+        return build_data(self.cfg.data, seed=self.cfg.seed)
+
+    def build_net(self) -> torch.nn.Module:
+        """The network for the data's input shape (the task's head)."""
+        from snnexp.models import build_network
+
+        return build_network(self.cfg.model, self.cfg.norm, tuple(self.data.input_shape))
+
+    def score(self, val_metrics: dict[str, float]) -> float:
+        """The validation number that selects the best epoch (lower is better)."""
+        return val_metrics["val/mse"]
+
+    def best_metrics(self) -> dict[str, float]:
+        """The best validation figures so far (the history and the summary carry them)."""
+        return {"val/mse_best": self.best_mse}
+
+    def epoch_line(self, record: dict[str, Any]) -> str:
+        return (f"epoch {record['epoch']}: train loss {record['train/loss']:.5f}  val mse "
+                f"{record['val/mse']:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})")
+
     @property
     def is_main(self) -> bool:
         """Rank 0 (or the only process): the one that logs, prints and writes files."""
@@ -140,6 +164,7 @@ class Trainer:
 
     def _load_resume(self) -> dict[str, Any]:
         state = ckpt.load_checkpoint(self.cfg.ckpt_path, map_location=self.device)
+        check_task(state, self.cfg.task.name, self.cfg.ckpt_path)
         try:
             self.net.load_state_dict(state["model"])
         except RuntimeError:
@@ -285,33 +310,31 @@ class Trainer:
             train_metrics = self.train_epoch(epoch)
             val_metrics = self.validate()
             self.epoch = epoch
-            val_mse = val_metrics["val/mse"]
-            if not math.isfinite(val_mse):
-                raise TrainingError(f"validation MSE is {val_mse} after epoch {epoch}; "
+            val_score = self.score(val_metrics)
+            if not math.isfinite(val_score):
+                raise TrainingError(f"the validation score is {val_score} after epoch {epoch}; "
                                     f"{self._kept()}: lower optimizer.lr or set "
                                     "trainer.grad_clip")
-            improved = val_mse < self.best_mse
+            improved = val_score < self.best_mse
             if improved:
-                self.best_mse, self.best_epoch, self.bad_epochs = val_mse, epoch, 0
+                self.best_mse, self.best_epoch, self.bad_epochs = val_score, epoch, 0
             else:
                 self.bad_epochs += 1
-            self._step_scheduler(val_mse)
-            record = {"epoch": epoch, **train_metrics, **val_metrics,
-                      "val/mse_best": self.best_mse, "time_s": round(time.time() - start, 2)}
+            self._step_scheduler(val_score)
+            record = {"epoch": epoch, **train_metrics, **val_metrics}
             self.history.append(record)
+            record.update(self.best_metrics(), time_s=round(time.time() - start, 2))
             self.logger.log_epoch(epoch, record)
             if self.is_main:
-                line = (f"epoch {epoch}: train loss {record['train/loss']:.5f}  val mse "
-                        f"{val_mse:.5f}  (best {self.best_mse:.5f} @ {self.best_epoch})")
                 if t.progress:
-                    epochs.set_postfix(loss=f"{record['train/loss']:.5f}", val=f"{val_mse:.5f}",
+                    epochs.set_postfix(loss=f"{record['train/loss']:.5f}", val=f"{val_score:.5f}",
                                        best=f"{self.best_mse:.5f}@{self.best_epoch}")
-                report(line, epochs.write if t.progress else None)
+                report(self.epoch_line(record), epochs.write if t.progress else None)
             self.save(record, improved)
             dist.barrier(self.ctx)
         else:
             self.stopped_early = self.bad_epochs >= t.early_stopping_patience
-        summary = {"val/mse_best": self.best_mse, "best_epoch": self.best_epoch,
+        summary = {**self.best_metrics(), "best_epoch": self.best_epoch,
                    "epochs": self.epoch, "stopped_early": self.stopped_early,
                    "optimizer_steps": self.global_step, "parameters": self.num_parameters}
         self.logger.log_summary(summary)
