@@ -300,7 +300,8 @@ def test_summarize_shows_accuracy_for_a_classification_sweep_best_first(tmp_path
         (run / ".hydra" / "overrides.yaml").write_text(f"- task=classification\n- model={model}\n")
         (run / "final_metrics.json").write_text(json.dumps(
             {"val/acc_best": acc, "test/acc": acc - 0.05, "epochs": 3, "best_epoch": 2}))
-    keys, rows = collect([str(sweep)])
+    keys, rows, problems = collect([str(sweep)])
+    assert problems == []
     assert keys == ["model"]
     assert [r["model"] for r in rows] == ["plain", "sew", "spiking"]  # highest accuracy first
     table = format_table(keys, rows)

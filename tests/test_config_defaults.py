@@ -16,8 +16,8 @@ from snnexp.config.store import register_schemas
 from snnexp.config.validate import to_schema
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["data", "model", "norm", "optimizer", "scheduler", "logger", "trainer", "experiment", "task",
-          "debug", "paths"]
+GROUPS = ["data", "model", "norm", "optimizer", "scheduler", "logger", "trainer", "experiment",
+          "task", "debug", "paths"]
 PRIMARY = {"train": S.TrainConfig, "evaluate": S.EvaluateConfig, "simulate": S.SimulateConfig,
            "summarize": S.SummarizeConfig, "view": S.ViewConfig, "infer": S.InferConfig,
            "export": S.ExportConfig}

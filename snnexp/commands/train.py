@@ -108,9 +108,12 @@ def _check_continuation(tc: TrainConfig, config_dict: dict[str, Any] | None) -> 
     from snnexp.training.checkpoint import load_checkpoint
     from snnexp.training.loggers import scrub_secrets
     from snnexp.training.resume import check_same_settings
+    from snnexp.training.tasks import check_task
 
     ckpt = Path(tc.ckpt_path).expanduser()
-    stored = load_checkpoint(ckpt).get("config") or {}
+    state = load_checkpoint(ckpt)
+    check_task(state, tc.task.name, ckpt)  # another task: say so before listing settings
+    stored = state.get("config") or {}
     current = scrub_secrets(config_dict if config_dict is not None
                             else OmegaConf.to_container(OmegaConf.structured(tc), resolve=True))
     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
