@@ -106,8 +106,10 @@ def test_ddp_two_processes_follow_the_single_process_trajectory(run_cli, sim_dir
                                                                 tmp_path) -> None:
     # 12 sequences per epoch: 3 global batches of 4 = 3 x (2 ranks x 2); rms norm has no
     # batch statistics, so both runs compute the same gradients up to summation order
+    # (the split keeps 13 full sequences of 40 windows in the 6 s training recording)
     common = [*TINY, f"paths.data_dir={sim_dir}", "norm=rms", "trainer.max_epochs=2",
-              "evaluate_test=false", "trainer.limit_train_sequences=12"]
+              "evaluate_test=false", "data.split=[0.9,0.0,0.1]",
+              "trainer.limit_train_sequences=12"]
     single = run_cli("train", *common, "data.batch_size=4", "hydra.run.dir=outputs/single")
     assert single.returncode == 0, single.stderr[-2000:]
     env = dict(os.environ, SNNEXP_ROOT=str(tmp_path), OMP_NUM_THREADS="1")
