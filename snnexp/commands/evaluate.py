@@ -47,7 +47,6 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
 
     from snnexp import engine
     from snnexp.data.bundle import build_bundle
-    from snnexp.models import build_network
     from snnexp.training.checkpoint import load_checkpoint
     from snnexp.training.evaluation import evaluate_and_report
     from snnexp.training.runtime import configure_threads, select_device
@@ -71,16 +70,9 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     trained = {str(r.get("sha256")) for r in (ckpt.get("data") or {}).get("recordings", [])
                if r.get("role", "train") == "train"}
     data = build_bundle(tc.data, seed=tc.seed, require_sequences=False, trained=trained)
-    net = build_network(tc.model, tc.norm, tuple(data.input_shape)).to(device)
-    try:
-        net.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise CheckpointError(
-            f"checkpoint '{ec.ckpt}' does not match the network its config describes for input "
-            f"{tuple(data.input_shape)} (another architecture or sensor size): evaluate it on a "
-            "recording of the camera and settings it was trained with") from None
-    # any backend: the state_dict is the plain model's
-    engine.prepare(net, ec.trainer.engine, march=ec.trainer.kernel_march)
+    net = _restored_network(ec, tc, ckpt, data.input_shape, device, 1,
+                            "(another architecture or sensor size): evaluate it on a recording "
+                            "of the camera and settings it was trained with")
     out_dir = Path(ec.paths.output_dir)
     with torch.no_grad():
         result = evaluate_and_report(net, data, out_dir, k=tc.trainer.tbptt_k,
@@ -92,6 +84,25 @@ def evaluate(cfg: EvaluateConfig | DictConfig) -> dict[str, Any]:
     return {"metrics": result.metrics, "plots": {k: str(v) for k, v in result.plots.items()},
             "predictions": str(result.predictions_csv), "output_dir": str(out_dir),
             "videos": [str(v) for v in videos]}
+
+
+def _restored_network(ec: EvaluateConfig, tc: TrainConfig, ckpt: dict[str, Any],
+                      input_shape: Any, device: Any, outputs: int, mismatch: str) -> Any:
+    """The checkpoint's network for ``input_shape``, its weights loaded and prepared for
+    ``trainer.engine`` (any backend: the state_dict is the plain model's); weights that do not
+    fit are one CheckpointError line ending in ``mismatch``."""
+    from snnexp import engine
+    from snnexp.models import build_network
+
+    shape = tuple(input_shape)
+    net = build_network(tc.model, tc.norm, shape, outputs=outputs).to(device)
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise CheckpointError(f"checkpoint '{ec.ckpt}' does not match the network its config "
+                              f"describes for input {shape} {mismatch}") from None
+    engine.prepare(net, ec.trainer.engine, march=ec.trainer.kernel_march)
+    return net
 
 
 def _videos(ec: EvaluateConfig, tc: TrainConfig, data: Any, out_dir: Path,
@@ -133,22 +144,13 @@ def _evaluate_classification(ec: EvaluateConfig, tc: TrainConfig, ckpt: dict[str
     roots, classes in the checkpoint's order), accuracy metrics and the confusion matrix."""
     import torch
 
-    from snnexp import engine
-    from snnexp.models import build_network
     from snnexp.training.classification import build_task_data, evaluate_classification
 
     classes = list((ckpt.get("data") or {}).get("classes") or [])
     data = build_task_data(tc.data, tc.seed, classes=classes or None)
-    net = build_network(tc.model, tc.norm, tuple(data.input_shape),
-                        outputs=data.num_classes).to(device)
-    try:
-        net.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise CheckpointError(
-            f"checkpoint '{ec.ckpt}' does not match the network its config describes for input "
-            f"{tuple(data.input_shape)} and {data.num_classes} classes: evaluate it on data of "
-            "the camera, settings and classes it was trained with") from None
-    engine.prepare(net, ec.trainer.engine, march=ec.trainer.kernel_march)
+    net = _restored_network(ec, tc, ckpt, data.input_shape, device, data.num_classes,
+                            f"and {data.num_classes} classes: evaluate it on data of the camera, "
+                            "settings and classes it was trained with")
     out_dir = Path(ec.paths.output_dir)
     with torch.no_grad():
         m = evaluate_classification(net, data, out_dir, k=tc.trainer.tbptt_k,
