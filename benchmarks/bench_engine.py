@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import time
 from typing import Any
 
@@ -137,6 +138,9 @@ def loss_curves(block: str, chunks: int = 20, seeds: tuple[int, ...] = (1,)) -> 
     return out
 
 
+TORCH_ISA_VARS = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
@@ -155,6 +159,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"kernels: {native.describe()}", flush=True)
     result: dict[str, Any] = {"machine": machine(), "native_kernels": native.available(),
                               "isa": native.isa(), "march": args.march,
+                              # PyTorch's own kernels limited as on a narrower machine (run.py)
+                              "torch_isa": {k: os.environ[k] for k in TORCH_ISA_VARS
+                                            if k in os.environ},
                               "config": {"shape": SHAPE, "batch": B, "k": K, "hidden": HIDDEN,
                                          "reps": args.reps, "chunks": args.chunks},
                               "speed": {}, "loss_curves": {}}

@@ -7,6 +7,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,8 @@ def machine() -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
         "python": platform.python_version(), "platform": platform.platform(),
         "allocator_env": {k: v for k, v in os.environ.items() if k.startswith("MALLOC_")},
+        "measured_at": time.strftime("%Y-%m-%d %H:%M"),
+        "load_avg_1min": round(os.getloadavg()[0], 2),  # other work on the CPU at the start
     }
 
 

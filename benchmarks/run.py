@@ -84,7 +84,9 @@ def markdown(engines: list[dict[str, Any]], data: dict[str, Any] | None) -> str:
         f"- torch {m['torch']}, Python {m['python']}, {m['platform']}",
         f"- allocator environment: {m['allocator_env'] or 'glibc defaults'}",
         "- native kernel paths measured: " + ", ".join(
-            f"{e['isa']} (-march={e['march']})" for e in engines),
+            f"{e['isa']} (-march={e['march']}; {e['machine'].get('measured_at', '?')}, "
+            f"load average {e['machine'].get('load_avg_1min', '?')} at its start)"
+            for e in engines),
         "- the CPU is shared with other work: absolute fps vary between runs; the ratios come "
         "from runs alternated within one process", "",
         "## Engine: per-step loop vs fast chunk engine", "",
@@ -126,8 +128,10 @@ def markdown(engines: list[dict[str, Any]], data: dict[str, Any] | None) -> str:
                   for i, (s, f, r) in enumerate(zip(first["step"], first["fast"], rel))]
     if data:
         p, lab, st = data["prepare_uncached"], data["labelling"], data["start"]
+        when = data["machine"].get("measured_at", "before this run")
         lines += [
             "", "## Data", "",
+            f"Measured {when} on {data['machine']['cpu']} ({data['machine']['cpu_flags']}).", "",
             f"Simulated recording: {data['recording']['duration_s']:.0f} s at "
             f"{data['recording']['width']}x{data['recording']['height']}.", "",
             f"- decoding + framing + labelling (uncached prepare): {p['events_per_s']:,.0f} "
@@ -153,13 +157,30 @@ def markdown(engines: list[dict[str, Any]], data: dict[str, Any] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_stored(marches: list[str]) -> None:
+    """RESULTS.md from stored results: e.g. after re-running one path on a quieter machine."""
+    engines = []
+    for _, isa in kernel_paths(marches):
+        stored = RESULTS_DIR / "results" / f"engine_{isa}.json"
+        if stored.exists():
+            engines.append(json.loads(stored.read_text()))
+    if not engines:
+        raise SystemExit("no stored engine results (results/engine_<path>.json): run the benchmark")
+    data_json = RESULTS_DIR / "results" / "data.json"
+    data = json.loads(data_json.read_text()) if data_json.exists() else None
+    out = RESULTS_DIR / "RESULTS.md"
+    out.write_text(markdown(engines, data))
+    print(f"wrote {out} from stored results")
+
+
 def main() -> None:
     from snnexp.engine import native
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--no-data", action="store_true", help="skip the data benchmarks")
+    parser.add_argument("--no-data", action="store_true", help="skip the data benchmarks "
+                        "(RESULTS.md keeps the last stored data results, with their date)")
     parser.add_argument("--isa", default=",".join(native.MARCHES),
                         help="-march values of the kernel paths to measure, comma-separated")
     parser.add_argument("--torch-isa", choices=("match", "native"), default="match",
@@ -167,7 +188,12 @@ def main() -> None:
     parser.add_argument("--blocks", default="sew,plain,spiking", help="block types to time")
     parser.add_argument("--loss-blocks", default="sew", help="blocks for the loss curves "
                         "(first path only; empty: none)")
+    parser.add_argument("--render-only", action="store_true", help="only rewrite RESULTS.md "
+                        "from the stored results/engine_<path>.json and data.json of --isa's paths")
     args = parser.parse_args()
+    if args.render_only:
+        render_stored([m for m in args.isa.split(",") if m])
+        return
     reps = 1 if args.quick else args.reps
     engine_args = ["--reps", str(reps), "--blocks", args.blocks]
     if args.quick:
@@ -181,6 +207,9 @@ def main() -> None:
         extra = ["--loss-blocks", args.loss_blocks if i == 0 else ""]  # first path only
         engines.append(engine_run(march, isa, [*engine_args, *extra], args.torch_isa))
     data = None
+    stored = RESULTS_DIR / "results" / "data.json"
+    if args.no_data and stored.exists():
+        data = json.loads(stored.read_text())
     if not args.no_data:
         quick = ["--duration", "5", "--start-durations", "30"] if args.quick else []
         data = bench_data.main(["--reps", str(reps), *quick])
