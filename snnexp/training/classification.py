@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnexp.config.schema import DECODERS
+from snnexp.config.schema import DECODERS, TONIC_DATASETS
 from snnexp.errors import ConfigError
 from snnexp.training.loop import Trainer
 from snnexp.training.tbptt import _forward, _optimize
@@ -246,16 +246,37 @@ def evaluate_classification(net: nn.Module, data: Any, out_dir: str | Path, *, k
 
 
 # ----------------------------------------------------------------------------- trainer
-def build_task_data(cfg: Any, seed: int, num_classes: int | None = None,
-                    classes: list[str] | None = None) -> Any:
-    """The classification data of ``data.dataset``: class folders or MNIST (encoded)."""
-    if cfg.dataset == "mnist":
-        from snnexp.data.images import build_mnist
-
-        return build_mnist(cfg, seed, num_classes)
+def _folders(cfg: Any, seed: int, num_classes: int | None, classes: list[str] | None) -> Any:
     from snnexp.data.classification import build_class_data
 
     return build_class_data(cfg, seed=seed, num_classes=num_classes, classes=classes)
+
+
+def _mnist(cfg: Any, seed: int, num_classes: int | None, classes: list[str] | None) -> Any:
+    from snnexp.data.images import build_mnist
+
+    return build_mnist(cfg, seed, num_classes)
+
+
+def _tonic(cfg: Any, seed: int, num_classes: int | None, classes: list[str] | None) -> Any:
+    from snnexp.data.tonic_data import build_tonic
+
+    return build_tonic(cfg, seed, num_classes, classes)
+
+
+# data.dataset -> the builder of its data (one entry per value of schema.CLASS_DATASETS)
+CLASS_DATA = {"folders": _folders, "mnist": _mnist, **dict.fromkeys(TONIC_DATASETS, _tonic)}
+
+
+def build_task_data(cfg: Any, seed: int, num_classes: int | None = None,
+                    classes: list[str] | None = None) -> Any:
+    """The classification data of ``data.dataset`` (:data:`CLASS_DATA`): class folders, MNIST
+    (encoded) or a tonic dataset."""
+    builder = CLASS_DATA.get(str(cfg.dataset))
+    if builder is None:
+        raise ConfigError(f"config key 'data.dataset' = {cfg.dataset!r} is invalid: allowed "
+                          f"values are {', '.join(CLASS_DATA)}")
+    return builder(cfg, seed, num_classes, classes)
 
 
 class ClassificationTrainer(Trainer):
