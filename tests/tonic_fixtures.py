@@ -22,24 +22,25 @@ DURATION_US = 100_000  # each sample: 100 ms of events
 
 
 def _events(rng: np.random.Generator, c: int, n_classes: int, width: int, height: int,
-            count: int = 300) -> tuple[np.ndarray, ...]:
+            count: int = 300, duration_us: int = DURATION_US) -> tuple[np.ndarray, ...]:
     """(t us sorted, x, y, p) of ``count`` events in class ``c``'s vertical band."""
     band = width / n_classes
     x = np.clip((c + rng.uniform(0, 1, count)) * band, 0, width - 1).astype(np.int64)
     y = rng.integers(0, height, count)
-    t = np.sort(rng.integers(0, DURATION_US, count))
+    t = np.sort(rng.integers(0, duration_us, count))
     p = rng.integers(0, 2, count)
     return t, x, y, p
 
 
-def write_nmnist(root: Path, per_class: tuple[int, int] = (3, 2), seed: int = 0) -> Path:
+def write_nmnist(root: Path, per_class: tuple[int, int] = (3, 2), seed: int = 0,
+                 count: int = 300, duration_us: int = DURATION_US) -> Path:
     rng = np.random.default_rng(seed)
     for folder, n in zip(("Train", "Test"), per_class):
         for c in range(10):
             d = root / "NMNIST" / folder / str(c)
             d.mkdir(parents=True, exist_ok=True)
             for i in range(n):
-                t, x, y, p = _events(rng, c, 10, 34, 34)
+                t, x, y, p = _events(rng, c, 10, 34, 34, count, duration_us)
                 raw = np.zeros((len(t), 5), np.uint8)
                 raw[:, 0], raw[:, 1] = x, y
                 raw[:, 2] = (p << 7) | ((t >> 16) & 0x7F)
