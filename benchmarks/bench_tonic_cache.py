@@ -37,11 +37,12 @@ def _cfg(root: Path, cache: Path, batch: int):
                       limit_samples=None)
 
 
-def _snnexp_epoch(cfg) -> int:
+def _snnexp_epoch(cfg) -> tuple[int, list[int]]:
+    """(samples served, the training samples' indices in the official training set)."""
     from snnexp.data.tonic_data import build_tonic
 
     data = build_tonic(cfg, seed=0)
-    return sum(int(f.shape[1]) for f, _, _ in data.train_batches(1))
+    return sum(int(f.shape[1]) for f, _, _ in data.train_batches(1)), data.roles["train"]
 
 
 def _tonic_epoch(cached, order: np.ndarray, batch: int) -> int:
@@ -80,17 +81,33 @@ def main() -> None:
                      duration_us=300_000)
         cfg = _cfg(work / "data", work / "cache", args.batch)
         t0 = time.perf_counter()
-        _snnexp_epoch(cfg)
+        _, train_index = _snnexp_epoch(cfg)
         cold_snnexp = time.perf_counter() - t0
         spec = TONIC_SETS["NMNIST"]
         ds = open_set(spec, work / "data", train=True, download=False)
         tf, _ = transform(cfg, tuple(ds.sensor_size))
         ds.transform = tf
-        cached = tonic.DiskCachedDataset(ds, cache_path=str(work / "tonic_cache"))
-        order = np.random.default_rng(0).permutation(len(ds))
-        t0 = time.perf_counter()
+        cached = tonic.DiskCachedDataset(ds, cache_path=str(work / "tonic_cache" / "train"))
+        test = open_set(spec, work / "data", train=False, download=False)
+        test.transform = tf
+        cached_test = tonic.DiskCachedDataset(test, cache_path=str(work / "tonic_cache" / "test"))
+        # the same samples as snnexp's epoch: its training role, in an epoch's shuffled order
+        order = np.random.default_rng(0).permutation(np.asarray(train_index))
+        t0 = time.perf_counter()  # both caches filled, as snnexp's first run frames both sets
         _tonic_epoch(cached, order, args.batch)
+        _tonic_epoch(cached_test, np.arange(len(test)), args.batch)
         cold_tonic = time.perf_counter() - t0
+        ev = open_set(spec, work / "data", True, False)[0][0]  # raw events (no transform)
+        steps = {"Denoise": tonic.transforms.Denoise(filter_time=10000),
+                 "ToFrame": tonic.transforms.ToFrame(sensor_size=(34, 34, 2),
+                                                     time_window=10000.0,
+                                                     include_incomplete=True)}
+        per_sample_ms = {}
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(20):
+                step(ev)
+            per_sample_ms[name] = (time.perf_counter() - t0) / 20 * 1e3
         times: dict[str, list[float]] = {"snnexp": [], "tonic": []}
         for _ in range(args.reps):
             t0 = time.perf_counter()
@@ -102,15 +119,18 @@ def main() -> None:
         size_snnexp = sum(f.stat().st_size for f in (work / "cache").rglob("*") if f.is_file())
         size_tonic = sum(f.stat().st_size for f in (work / "tonic_cache").rglob("*")
                          if f.is_file())
-        res = {"machine": machine(), "args": vars(args), "samples_train": len(ds),
+        res = {"machine": machine(), "args": vars(args), "samples_epoch": len(order),
+               "samples_framed": len(ds) + len(test), "transform_ms_per_sample": per_sample_ms,
                "first_epoch_s": {"snnexp": cold_snnexp, "tonic": cold_tonic},
                "warm_epoch_s": {k: summary(v) for k, v in times.items()},
                "cache_bytes": {"snnexp": size_snnexp, "tonic": size_tonic}}
         med = {k: res["warm_epoch_s"][k]["median"] for k in times}
         print(f"{res['machine']['cpu']} ({res['machine']['cpu_flags']}), "
-              f"{len(ds)} training samples of {args.events} events, batch {args.batch}")
-        print(f"first epoch (framing + writing the cache): snnexp {cold_snnexp:.2f} s, "
-              f"tonic DiskCachedDataset {cold_tonic:.2f} s")
+              f"{len(ds) + len(test)} samples of {args.events} events framed, "
+              f"{len(order)} per training epoch, batch {args.batch}")
+        print(f"first run (framing train + test, writing the cache): snnexp {cold_snnexp:.2f} s,"
+              f" tonic DiskCachedDataset {cold_tonic:.2f} s; per sample: Denoise "
+              f"{per_sample_ms['Denoise']:.1f} ms, ToFrame {per_sample_ms['ToFrame']:.1f} ms")
         print(f"warm epoch (median of {args.reps}): snnexp {med['snnexp']:.3f} s, tonic "
               f"{med['tonic']:.3f} s; tonic / snnexp = {med['tonic'] / med['snnexp']:.1f}x")
         print(f"cache size: snnexp {size_snnexp / 1e6:.1f} MB, tonic {size_tonic / 1e6:.1f} MB")

@@ -38,7 +38,7 @@ import numpy as np
 from snnexp.config.schema import TONIC_DATASETS
 from snnexp.data.classification import ClassBundle, ClassSamples, _split, read_entry, write_entry
 from snnexp.data.sources import absolute
-from snnexp.errors import DataError
+from snnexp.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
@@ -86,10 +86,20 @@ def class_names(name: str) -> list[str]:
     return [str(c) for c in classes]
 
 
-def _tonic_class(name: str) -> type:
-    import tonic.datasets
+def _tonic() -> Any:
+    """The tonic package (an optional dependency: ``pip install 'snnexp[tonic]'``)."""
+    try:
+        import tonic
+        import tonic.datasets
+        import tonic.transforms
+    except ImportError as exc:
+        raise ConfigError(f"data=tonic needs the tonic package ({exc}): pip install "
+                          "'tonic>=1.7,<1.8' aedat (or pip install 'snnexp[tonic]')") from None
+    return tonic
 
-    return getattr(tonic.datasets, name)
+
+def _tonic_class(name: str) -> type:
+    return getattr(_tonic().datasets, name)
 
 
 def _set_dir(spec: TonicSet, root: Path, folder: str) -> Path:
@@ -149,8 +159,7 @@ def open_set(spec: TonicSet, root: Path, train: bool, download: bool) -> Any:
 
 def transform(cfg: Any, sensor_size: tuple[int, int, int]) -> tuple[Any, tuple[int, int, int]]:
     """tonic's transform of the settings and the frame shape (P, H, W) it produces."""
-    import tonic.transforms as T
-
+    T = _tonic().transforms
     f = int(cfg.downsample)
     w, h, p = sensor_size
     size = (-(-w // f), -(-h // f), p)
@@ -192,10 +201,8 @@ def _pick(n: int, limit: int | None) -> np.ndarray:
 
 
 def _key(spec: TonicSet, root: Path, cfg: Any) -> str:
-    import tonic
-
     h = hashlib.sha256()
-    h.update(f"{spec.name};tonic {tonic.__version__};f{CACHE_FORMAT};d{cfg.denoise_us};"
+    h.update(f"{spec.name};tonic {_tonic().__version__};f{CACHE_FORMAT};d{cfg.denoise_us};"
              f"s{int(cfg.downsample)};w{int(cfg.window_us)};n{cfg.n_time_bins};"
              f"l{cfg.limit_samples};".encode())
     base = root / spec.name
