@@ -124,15 +124,19 @@ def _files(spec: TonicSet, root: Path, folder: str) -> list[Path]:
     return sorted(d.rglob(f"*{spec.suffix}")) if d.is_dir() else []
 
 
+def set_problem(spec: TonicSet, root: Path, folder: str) -> str | None:
+    """Why ``root`` does not hold the extracted files of one set (None: it does)."""
+    d = _set_dir(spec, root, folder)
+    if not d.is_dir():
+        return f"{d}/ does not exist"
+    if not _files(spec, root, folder):
+        return f"{d}/ holds no {spec.suffix} sample file"
+    return None
+
+
 def layout_problem(spec: TonicSet, root: Path) -> str | None:
     """Why ``root`` does not hold ``spec``'s extracted files (None: it does)."""
-    for folder in spec.folders:
-        d = _set_dir(spec, root, folder)
-        if not d.is_dir():
-            return f"{d}/ does not exist"
-        if not _files(spec, root, folder):
-            return f"{d}/ holds no {spec.suffix} sample file"
-    return None
+    return next((p for f in spec.folders if (p := set_problem(spec, root, f))), None)
 
 
 def open_set(spec: TonicSet, root: Path, train: bool, download: bool) -> Any:
@@ -142,7 +146,7 @@ def open_set(spec: TonicSet, root: Path, train: bool, download: bool) -> Any:
     bypassed; otherwise tonic downloads when ``download`` (else the caller has already stopped).
     """
     cls = _tonic_class(spec.name)
-    if layout_problem(spec, root) is None:
+    if set_problem(spec, root, spec.folders[0 if train else -1]) is None:
         # the same class under the same name (tonic's folder is the class name), minus the
         # check that demands the archive and the full count
         cls = type(spec.name, (cls,), {"_check_exists": lambda self: True})
