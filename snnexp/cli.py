@@ -58,6 +58,7 @@ examples:
   snnexp train model=plain norm=rms optimizer.lr=3e-4
   snnexp train -m model=sew,plain,spiking norm=bn,rms,mul
   snnexp train experiment=reference data.paths=[/data/rec.aedat4]
+  snnexp train task=classification data=tonic data.dataset=NMNIST data.root=/data/tonic
   snnexp evaluate ckpt=outputs/train/runs/<run>/checkpoints/best.pt
   snnexp simulate output=data/sim.aedat4 sim.duration_s=30
   snnexp summarize outputs/train/multiruns/<sweep>

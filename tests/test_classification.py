@@ -306,3 +306,32 @@ def test_summarize_shows_accuracy_for_a_classification_sweep_best_first(tmp_path
     assert [r["model"] for r in rows] == ["plain", "sew", "spiking"]  # highest accuracy first
     table = format_table(keys, rows)
     assert "val/acc_best" in table and "test/acc" in table and "val/mse_best" not in table
+
+
+@pytest.mark.slow
+def test_ddp_classification_follows_the_single_process_trajectory(tmp_path) -> None:
+    # clips of 10-25 windows and K = 10: the two ranks' batches have different lengths and
+    # numbers of chunks; every rank pads to the longest and steps at every chunk, with the loss
+    # scaled so that DDP's averaged gradient equals one process's over the 4 samples
+    common = ["task=classification", "logger=none", "trainer.progress=false",
+              "trainer.device=cpu", "trainer.num_threads=1", "model.hidden=16", "norm=rms",
+              "data.classes.width=32", "data.classes.height=24", "data.classes.scenes=2",
+              "data.classes.samples_per_class=6", "data.classes.duration_s=[0.2,0.5]",
+              "data.classes.motions=[pan_left,pan_right,tilt_up,tilt_down]",
+              "data.downsample=1", "data.split=[0.5,0.25,0.25]", "trainer.max_epochs=2",
+              "evaluate_test=false", "paths.data_dir=data", "optimizer.lr=2e-2"]
+    single = _cli("train", *common, "data.batch_size=4", "hydra.run.dir=single", cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    env = dict(os.environ, WANDB_MODE="disabled", OMP_NUM_THREADS="1")
+    ddp = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node=2", "-m", "snnexp", "train", *common,
+                          "data.batch_size=2", "trainer.strategy=ddp", "hydra.run.dir=ddp"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    h1 = json.loads((tmp_path / "single" / "history.json").read_text())
+    h2 = json.loads((tmp_path / "ddp" / "history.json").read_text())
+    assert len(h1) == len(h2) == 2
+    assert h1[-1]["train/loss"] < h1[0]["train/loss"] - 0.05  # it learns: the test can tell
+    for a, b in zip(h1, h2):
+        assert b["train/loss"] == pytest.approx(a["train/loss"], rel=0.02)
+        assert b["val/loss"] == pytest.approx(a["val/loss"], rel=0.05)

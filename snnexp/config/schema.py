@@ -40,7 +40,8 @@ TASKS = ("regression", "classification")
 DECODERS = ("max", "mean", "last")
 LOSS_AT = ("chunk", "end")
 SELECT_BY = ("acc", "loss")
-CLASS_DATASETS = ("folders", "mnist")
+TONIC_DATASETS = ("NMNIST", "POKERDVS", "DVSGesture", "CIFAR10DVS")  # snnexp.data.tonic_data
+CLASS_DATASETS = ("folders", "mnist", *TONIC_DATASETS)
 ENCODERS = ("poisson", "latency", "constant_current")
 MOTIONS = ("roll_left", "roll_right", "pan_left", "pan_right", "tilt_up", "tilt_down")
 
@@ -171,8 +172,11 @@ class DataConfig:
     cache_dir: str
     cache_limit_gb: float  # refuse to build a cache entry estimated above this size
     classes: ClassSimConfig = field(default_factory=ClassSimConfig)  # builtin:classes (task)
-    dataset: str  # classification: folders (a folder per class) | mnist (IDX files)
-    root: str  # dataset=mnist: the folder of its IDX files
+    dataset: str  # classification: folders | mnist | a tonic dataset (NMNIST, ... : data=tonic)
+    root: str  # dataset=mnist: the folder of its IDX files; tonic: the folder of <dataset>/
+    download: bool  # tonic datasets: let tonic download a missing one (needs internet)
+    denoise_us: int | None  # tonic: Denoise(filter_time) in us (None: off)
+    n_time_bins: int | None  # tonic: ToFrame(n_time_bins) instead of time_window=window_us
     encoder: str  # static images -> spikes: poisson | latency | constant_current
     num_steps: int  # time steps per encoded image
     encoder_gain: float  # poisson: spike probability per unit intensity; LIF: current

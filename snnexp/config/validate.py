@@ -185,6 +185,18 @@ def validate_class_data(d: S.DataConfig) -> None:
     _choice("data.encoder", d.encoder, S.ENCODERS)
     _at_least("data.num_steps", d.num_steps, 1)
     _positive("data.encoder_gain", d.encoder_gain)
+    if d.denoise_us is not None:
+        _positive("data.denoise_us", d.denoise_us)
+    if d.n_time_bins is not None:
+        _at_least("data.n_time_bins", d.n_time_bins, 1)
+
+
+def _has_official_test(dataset: str) -> bool:
+    """Whether classification dataset ``dataset`` brings its own test set."""
+    from snnexp.data.tonic_data import TONIC_SETS
+
+    spec = TONIC_SETS.get(dataset)
+    return dataset == "mnist" or (spec is not None and spec.official_test)
 
 
 def validate_train(cfg: S.TrainConfig) -> None:
@@ -219,7 +231,7 @@ def validate_train(cfg: S.TrainConfig) -> None:
         _fail("data.split", list(cfg.data.split), "training needs a training and a validation "
               "part (the best epoch is chosen on validation), e.g. data.split=[0.88,0.07,0.05] "
               "or held-out validation recordings in data.val_paths")
-    official_test = cfg.task.name == "classification" and cfg.data.dataset == "mnist"
+    official_test = cfg.task.name == "classification" and _has_official_test(cfg.data.dataset)
     if cfg.evaluate_test and test_part <= 0 and not cfg.data.test_paths and not official_test:
         _fail("data.split", list(cfg.data.split), "the test part is empty but evaluate_test=true:"
               " give it a fraction (e.g. data.split=[0.5,0.4,0.1]), name held-out recordings in "

@@ -135,14 +135,9 @@ def _key(files: list[tuple[Path, int]], cfg: DataConfig) -> str:
 def load_samples(files: list[tuple[Path, int]], cfg: DataConfig) -> ClassSamples:
     """Bin ``(file, label)`` pairs (from the cache when their content and settings match)."""
     entry = absolute(cfg.cache_dir) / f"classes-{_key(files, cfg)}.npz" if cfg.cache else None
-    if entry is not None and entry.is_file():
-        try:
-            with np.load(entry) as z:
-                return ClassSamples(z["cells"], z["offsets"], z["starts"], z["labels"],
-                                    tuple(int(s) for s in z["shape"]),
-                                    [p.name for p, _ in files])
-        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            log.warning("cache entry %s is not usable (%s); building it again", entry, exc)
+    cached = read_entry(entry, [p.name for p, _ in files]) if entry is not None else None
+    if cached is not None:
+        return cached
     cells, offsets, starts, shapes = [], [np.zeros(1, np.int64)], [0], set()
     events = 0
     for path, _ in files:
@@ -159,15 +154,34 @@ def load_samples(files: list[tuple[Path, int]], cfg: DataConfig) -> ClassSamples
                        np.asarray(starts, np.int64), np.asarray([lb for _, lb in files], np.int64),
                        shapes.pop(), [p.name for p, _ in files])
     if entry is not None:
-        try:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.tmp.npz")
-            np.savez(tmp, cells=out.cells, offsets=out.offsets, starts=out.starts,
-                     labels=out.labels, shape=np.asarray(out.shape))
-            os.replace(tmp, entry)
-        except OSError as exc:
-            log.warning("cannot cache the class samples in %s (%s)", entry, exc)
+        write_entry(entry, out)
     return out
+
+
+def read_entry(entry: Path, names: list[str]) -> ClassSamples | None:
+    """The samples cached in ``entry`` (an .npz), or None when it is absent or unusable."""
+    if not entry.is_file():
+        return None
+    try:
+        with np.load(entry) as z:
+            return ClassSamples(z["cells"], z["offsets"], z["starts"], z["labels"],
+                                tuple(int(s) for s in z["shape"]), names)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        log.warning("cache entry %s is not usable (%s); building it again", entry, exc)
+        return None
+
+
+def write_entry(entry: Path, samples: ClassSamples) -> None:
+    """Cache ``samples`` in ``entry`` atomically (temporary file renamed); a failure warns."""
+    tmp = entry.with_name(f".{entry.stem}.{os.getpid()}.tmp.npz")
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(tmp, cells=samples.cells, offsets=samples.offsets, starts=samples.starts,
+                 labels=samples.labels, shape=np.asarray(samples.shape))
+        os.replace(tmp, entry)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        log.warning("cannot cache the class samples in %s (%s)", entry, exc)
 
 
 # ----------------------------------------------------------------------------- bundle

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from snnexp.config.schema import DECODERS
+from snnexp.config.schema import DECODERS, TONIC_DATASETS
 from snnexp.errors import ConfigError
 from snnexp.training.loop import Trainer
 from snnexp.training.tbptt import _forward, _optimize
@@ -114,12 +114,29 @@ def run_classification(net: nn.Module, frames: torch.Tensor, lengths: torch.Tens
                        loss_at: str = "chunk", transient: int = 0,
                        optimizer: torch.optim.Optimizer | None = None,
                        execution: str = "chunk", grad_clip: float | None = None,
-                       amp: bool = False, step_offset: int = 0) -> ClassOutput:
+                       amp: bool = False, step_offset: int = 0,
+                       ctx: Any = None) -> ClassOutput:
     """TBPTT (``optimizer`` given) or inference of one padded batch (module docstring).
 
     ``frames`` [T, B, C, H, W], ``lengths`` [B] real steps per sample, ``labels`` [B] class
     indices. All T steps are fed (no initial label: the integrators start at 0).
+
+    ``ctx`` (a :class:`~snnexp.training.distributed.DistContext` of several DDP ranks, each
+    with its own batch): every rank pads its batch to the longest of all ranks and takes an
+    optimizer step at every chunk where any rank has a loss (DDP averages the gradients of
+    every backward over the ranks, so all must run the same number); each chunk's loss is
+    the sum over the rank's samples divided by the number of samples of all ranks, times the
+    number of ranks, so the averaged gradient is that of one process holding all the batches.
     """
+    training = optimizer is not None
+    distributed = training and ctx is not None and ctx.enabled
+    if distributed:
+        from snnexp.training import distributed as dist
+
+        longest = dist.reduce_int(ctx, frames.shape[0], "max")
+        if longest > frames.shape[0]:
+            pad = frames.new_zeros((longest - frames.shape[0], *frames.shape[1:]))
+            frames = torch.cat([frames, pad])
     core = getattr(net, "module", net)
     param = next(net.parameters())
     device, dtype = param.device, param.dtype
@@ -128,7 +145,6 @@ def run_classification(net: nn.Module, frames: torch.Tensor, lengths: torch.Tens
     steps = frames.shape[0]
     mask = valid_mask(lengths, steps, transient)
     last_step = lengths - 1
-    training = optimizer is not None
     autocast = (torch.autocast(device_type="cuda", dtype=torch.float16)
                 if amp and device.type == "cuda" else nullcontext())
     core.reset_state()
@@ -146,7 +162,16 @@ def run_classification(net: nn.Module, frames: torch.Tensor, lengths: torch.Tens
             take = (last_step >= t0) & (last_step < t1)
         else:
             take = mask[t0:t1].any(0)
-        if training and bool(take.any()):
+        if distributed:
+            total_take = dist.reduce_int(ctx, int(take.sum()))
+            if total_take:
+                # a rank without a sample in this chunk still steps (a zero loss on its graph)
+                loss = (F.cross_entropy(scores[take], labels[take], reduction="sum")
+                        * ctx.world_size / total_take) if bool(take.any()) else scores.sum() * 0
+                losses.append(_optimize(net, loss, optimizer, grad_clip, step_offset + n_opt,
+                                        t0))
+                n_opt += 1
+        elif training and bool(take.any()):
             loss = F.cross_entropy(scores[take], labels[take])
             losses.append(_optimize(net, loss, optimizer, grad_clip, step_offset + n_opt, t0))
             n_opt += 1
@@ -246,16 +271,37 @@ def evaluate_classification(net: nn.Module, data: Any, out_dir: str | Path, *, k
 
 
 # ----------------------------------------------------------------------------- trainer
-def build_task_data(cfg: Any, seed: int, num_classes: int | None = None,
-                    classes: list[str] | None = None) -> Any:
-    """The classification data of ``data.dataset``: class folders or MNIST (encoded)."""
-    if cfg.dataset == "mnist":
-        from snnexp.data.images import build_mnist
-
-        return build_mnist(cfg, seed, num_classes)
+def _folders(cfg: Any, seed: int, num_classes: int | None, classes: list[str] | None) -> Any:
     from snnexp.data.classification import build_class_data
 
     return build_class_data(cfg, seed=seed, num_classes=num_classes, classes=classes)
+
+
+def _mnist(cfg: Any, seed: int, num_classes: int | None, classes: list[str] | None) -> Any:
+    from snnexp.data.images import build_mnist
+
+    return build_mnist(cfg, seed, num_classes)
+
+
+def _tonic(cfg: Any, seed: int, num_classes: int | None, classes: list[str] | None) -> Any:
+    from snnexp.data.tonic_data import build_tonic
+
+    return build_tonic(cfg, seed, num_classes, classes)
+
+
+# data.dataset -> the builder of its data (one entry per value of schema.CLASS_DATASETS)
+CLASS_DATA = {"folders": _folders, "mnist": _mnist, **dict.fromkeys(TONIC_DATASETS, _tonic)}
+
+
+def build_task_data(cfg: Any, seed: int, num_classes: int | None = None,
+                    classes: list[str] | None = None) -> Any:
+    """The classification data of ``data.dataset`` (:data:`CLASS_DATA`): class folders, MNIST
+    (encoded) or a tonic dataset."""
+    builder = CLASS_DATA.get(str(cfg.dataset))
+    if builder is None:
+        raise ConfigError(f"config key 'data.dataset' = {cfg.dataset!r} is invalid: allowed "
+                          f"values are {', '.join(CLASS_DATA)}")
+    return builder(cfg, seed, num_classes, classes)
 
 
 class ClassificationTrainer(Trainer):
@@ -309,7 +355,7 @@ class ClassificationTrainer(Trainer):
                                      decoder=task.decoder, loss_at=task.loss_at,
                                      transient=t.transient, optimizer=self.optimizer,
                                      execution=t.execution, grad_clip=t.grad_clip, amp=t.amp,
-                                     step_offset=self.global_step)
+                                     step_offset=self.global_step, ctx=self.ctx)
             self.global_step += out.optimizer_steps
             for value in out.chunk_losses:
                 self.logger.log_chunk(self.global_step, value, lr)

@@ -114,6 +114,17 @@ def mean_over_ranks(ctx: DistContext, value: float) -> float:
     return float(t.item()) / ctx.world_size
 
 
+def reduce_int(ctx: DistContext, value: int, op: str = "sum") -> int:
+    """``value`` summed (``op="sum"``) or maximised (``"max"``) over the ranks."""
+    if not ctx.enabled:
+        return int(value)
+    import torch.distributed as dist
+
+    t = torch.tensor([int(value)], dtype=torch.int64)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.SUM)
+    return int(t.item())
+
+
 def barrier(ctx: DistContext) -> None:
     if ctx.enabled:
         import torch.distributed as dist
