@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -312,15 +313,26 @@ def test_sigterm_keeps_last_checkpoint_prints_resume_command_and_resume_checks_c
     env = dict(os.environ, SNNEXP_ROOT=str(tmp_path))
     proc = subprocess.Popen([sys.executable, "-m", "snnexp", "train", *args,
                              "hydra.run.dir=outputs/run"], cwd=tmp_path, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None and \
             not (run / "checkpoints" / "last.pt").exists():
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)  # SLURM pre-emption
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # an impatient second signal
-    stdout, stderr = proc.communicate(timeout=120)
+    # An impatient second signal once the first is being handled. (Sent blindly after a fixed
+    # delay it can arrive while the main thread is still inside one long torch op on a loaded
+    # machine: Python then runs both pending handlers in signal-number order, SIGINT first.)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and \
+            not any("stopped by" in line for line in lines):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=60)
+    stderr = "".join(lines)
     assert proc.returncode == 143, stderr
     assert "Traceback" not in stderr and "stopped by SIGTERM" in stderr
     assert f"kept {run / 'checkpoints' / 'last.pt'} (epoch" in stderr
