@@ -92,3 +92,21 @@ def test_missing_and_foreign_files(tmp_path: Path) -> None:
         zf.writestr("x", "y")
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "zip.pt")
+
+
+def test_stop_signal_after_the_rename_still_counts_the_new_file(tmp_path, monkeypatch) -> None:
+    """A stop landing in the directory fsync after the rename: the bookkeeping callback has run,
+    so a stopped run reports the checkpoint that is really on disk (not "none written")."""
+    from snnexp.training import checkpoint as ckpt
+
+    def interrupted(_directory) -> None:
+        raise KeyboardInterrupt  # what a SIGTERM handler raises at that moment
+
+    monkeypatch.setattr(ckpt, "_fsync_dir", interrupted)
+    path = tmp_path / "last.pt"
+    seen: list[bool] = []
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.atomic_save({"epoch": 3}, path, on_replaced=lambda: seen.append(path.is_file()))
+    assert seen == [True]
+    assert torch.load(path)["epoch"] == 3
+    assert not list(tmp_path.glob("*.tmp"))

@@ -24,12 +24,15 @@ FORMAT = "snnexp-checkpoint"
 VERSION = 1
 
 
-def atomic_save(obj: Any, path: str | os.PathLike[str]) -> Path:
+def atomic_save(obj: Any, path: str | os.PathLike[str],
+                on_replaced: Callable[[], None] | None = None) -> Path:
     """Write ``obj`` with torch.save to a temp file beside ``path``, fsync it, then rename.
 
     A crash at any point leaves either the previous complete file or the new one.
+    ``on_replaced`` runs right after the rename (before the directory's fsync, which can take
+    a while): bookkeeping of what is on disk must not miss a stop signal that lands there.
     """
-    return _atomic_write(path, "wb", lambda fh: torch.save(obj, fh))
+    return _atomic_write(path, "wb", lambda fh: torch.save(obj, fh), on_replaced)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -38,7 +41,8 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 
 def _atomic_write(path: str | os.PathLike[str], mode: str,
-                  write: Callable[[IO[Any]], object]) -> Path:
+                  write: Callable[[IO[Any]], object],
+                  on_replaced: Callable[[], None] | None = None) -> Path:
     """``write`` into a temp file in ``path``'s directory, fsync, rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +54,8 @@ def _atomic_write(path: str | os.PathLike[str], mode: str,
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        if on_replaced is not None:
+            on_replaced()
     except (OSError, RuntimeError) as exc:
         Path(tmp).unlink(missing_ok=True)
         if isinstance(exc, RuntimeError) and not _is_write_failure(exc):

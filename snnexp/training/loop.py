@@ -290,8 +290,7 @@ class Trainer:
         every = self.cfg.trainer.checkpoint_every
         if every and self.epoch % every == 0:
             ckpt.atomic_save(state, self.ckpt_dir / f"epoch_{self.epoch:03d}.pt")
-        ckpt.atomic_save(state, self.ckpt_dir / LAST)
-        self.saved_epoch = self.epoch
+        ckpt.atomic_save(state, self.ckpt_dir / LAST, on_replaced=self._mark_saved)
         ckpt.atomic_write_text(self.output_dir / "history.json",
                                json.dumps(self.history, indent=1))
 
@@ -340,6 +339,9 @@ class Trainer:
         self.logger.log_summary(summary)
         self.logger.log_artifact(self.output_dir / "history.json", "history", "history")
         return summary
+
+    def _mark_saved(self) -> None:
+        self.saved_epoch = self.epoch
 
     def _kept(self) -> str:
         """What a stopped run leaves to continue from (for error messages)."""
