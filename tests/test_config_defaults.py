@@ -104,5 +104,6 @@ def test_python_defaults_are_the_yaml_values(cls: type, rel: str, node: str | No
 
 def test_train_defaults_are_the_ones_the_readme_names(tmp_path) -> None:
     tc = to_schema(_compose("train", f"paths.output_dir={tmp_path}"), S.TrainConfig)
-    assert (tc.norm.kind, tc.data.seq_length, tc.data.downsample) == ("rms", 200, 4)
+    assert (tc.norm.kind, tc.data.seq_length, tc.data.downsample) == ("rms", 200, 8)
     assert (tc.model.block_type, tc.optimizer.name, tc.trainer.max_epochs) == ("sew", "adam", 30)
+    assert (tc.scheduler.name, tc.optimizer.lr) == ("cosine", 1e-3)

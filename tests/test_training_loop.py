@@ -68,8 +68,8 @@ def test_early_stopping_after_patience_epochs(compose_train, monkeypatch) -> Non
 
 def test_plateau_scheduler_halves_lr_after_patience(compose_train, monkeypatch) -> None:
     _fake_validation(monkeypatch, [1.0, 1.5, 1.6, 1.7])
-    cfg = compose_train("trainer.max_epochs=4", "scheduler.patience=1", "evaluate_test=false",
-                        "optimizer.lr=1e-3")
+    cfg = compose_train("scheduler=plateau", "trainer.max_epochs=4", "scheduler.patience=1",
+                        "evaluate_test=false", "optimizer.lr=1e-3")
     _, objects = train(cfg)
     lrs = [h["lr"] for h in objects["trainer"].history]
     assert lrs == pytest.approx([1e-3, 1e-3, 1e-3, 5e-4])
