@@ -73,16 +73,21 @@ def describe(backend: str, device: torch.device) -> str:
 
 
 def prepare(net: nn.Module, backend: str = "auto", channels_last: bool | None = None,
-            march: str | None = None) -> nn.Module:
+            march: str | None = None, frozen: bool = False) -> nn.Module:
     """Swap ``net``'s layer groups for engine modules running ``backend`` (in place; also on an
     already prepared network, to change the backend). ``channels_last``: the chunks' layout
     (None: channels_last for float32). Call it after moving the network to its device and
     before attaching hooks or building the optimizer's DDP wrapper. ``march``: see
-    :func:`resolve_backend`. Returns ``net``."""
+    :func:`resolve_backend`. ``frozen``: the weights will not change (inference of a loaded
+    checkpoint), so modules may keep copies derived from them (the hidden layer's transposed
+    weight, :class:`~snnexp.engine.modules.EngineLinear`). Returns ``net``."""
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     chosen = resolve_backend(backend, device, march)
     _swap(net, chosen == "native", channels_last)
+    for m in net.modules():
+        if isinstance(m, EngineModule):
+            m.frozen = bool(frozen)
     line = describe(chosen, device)
     if line not in _reported:  # once per process and setting
         _reported.add(line)

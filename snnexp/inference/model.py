@@ -81,7 +81,7 @@ def load_model(ckpt: str | Path, device: str = "cpu", engine: str | None = None)
     if engine is not None:
         from snnexp import engine as engines
 
-        engines.prepare(net, engine)
+        engines.prepare(net, engine, frozen=True)
     recs = data.get("recordings") or []
     sensor = (int(recs[0]["width"]), int(recs[0]["height"])) if recs and "width" in recs[0] \
         else None
