@@ -2,10 +2,12 @@
 
 Each class derives from the plain module it replaces (:func:`snnexp.engine.prepare` swaps them
 in) and adopts its children, parameters and buffers, so state_dict keys and the optimizer's
-tensors stay the plain model's. One time step always runs the plain forward (the reference);
-a chunk runs the native kernels where they apply (``native`` on, CPU float32/64, a LIF with a
-known surrogate, no hook watching a member) and otherwise the members one after the other,
-in the channels_last layout for float32 (oneDNN's convolutions are 3-4x faster there).
+tensors stay the plain model's. One time step always runs the plain forward (the reference;
+a frozen network's linear layers excepted, see :class:`EngineLinear`); a chunk (in inference
+also one of K = 1) runs the native kernels where they apply (``native`` on, CPU float32/64, a
+LIF with a known surrogate, no hook watching a member) and otherwise the members one after
+the other, in the channels_last layout for float32 (oneDNN's convolutions are 3-4x faster
+there).
 
 Groups fused on a chunk:
 

@@ -12,8 +12,10 @@ them for the backend:
   CUDA / Triton kernels), in the channels_last layout for float32 chunks;
 * ``auto``: native where the kernels build and the network is on the CPU, else torch.
 
-Single time steps run the plain modules' forward with every backend. ``print(net)`` shows the
-engine modules and their backend.
+Single time steps run the plain modules' forward with every backend (except the linear layers
+of a ``frozen`` network in inference: a sparse product, same sums in another order). Chunks of
+one step (K = 1, one window per call in `snnexp infer`) take the fused kernels in inference.
+``print(net)`` shows the engine modules and their backend.
 """
 
 from __future__ import annotations
