@@ -308,3 +308,64 @@ def test_single_steps_run_the_plain_modules_bit_for_bit(backend: str) -> None:
     assert torch.equal(out_a, out_b)
     assert all(torch.equal(a, b) for a, b in zip(grads_a, grads_b))
     assert all(torch.equal(a, b) for a, b in zip(bufs_a, bufs_b))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("block", ["sew", "plain", "spiking"])
+def test_one_step_chunks_in_inference_match_the_step_loop_float64(block: str, backend: str,
+                                                                   kernel_calls) -> None:
+    """`snnexp infer`'s path: chunks of K = 1 (one window per call) of a frozen prepared network
+    in inference give the plain network's step loop (float64, 1e-9), on sparse event frames
+    (the stem's and spike convs' silent-neighbourhood skips and the sparse hidden layer run),
+    through the fused kernels where they apply."""
+    ref = make_net(block)
+    train(ref, "chunk")  # non-trivial running statistics
+    fast = prepared(ref, backend, frozen=True)
+    g = torch.Generator().manual_seed(5)
+    frames = torch.poisson(torch.full((40, B, *SHAPE), 0.05, dtype=torch.float64), g)
+    labels = torch.rand(40, B, generator=g, dtype=torch.float64)
+    with torch.no_grad():
+        a = run_sequence(ref.eval(), frames, labels, k=1, execution="step")
+        kernel_calls.clear()
+        b = run_sequence(fast.eval(), frames, labels, k=1, execution="chunk")
+    assert len(set(a.preds[:, 0].round(6).tolist())) > 10  # the prediction moves
+    torch.testing.assert_close(torch.from_numpy(b.preds), torch.from_numpy(a.preds),
+                               rtol=0, atol=1e-9)
+    if backend == "native":
+        assert {"conv_lif", "fwd_pool", "spike_conv"} <= set(kernel_calls)
+    else:
+        assert not kernel_calls
+
+
+def test_frozen_linear_layer_reads_only_the_rows_of_nonzero_inputs() -> None:
+    """A frozen network's linear layers in inference: the sparse product equals the dense one
+    (float64), rows without any nonzero input give the bias, and a weight changed in place is
+    seen; training (autograd) and unfrozen networks keep nn.Linear's product."""
+    from snnexp.engine.modules import EngineLinear
+
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(torch.nn.Linear(300, 20)).double()
+    fast = prepared(plain, "auto", frozen=True)
+    assert isinstance(fast[0], EngineLinear)
+    x = (torch.rand(3, 300, dtype=torch.float64) < 0.1) * torch.randint(1, 3, (3, 300)).double()
+    x[1] = 0.0
+    calls: list[int] = []
+    original = torch.nn.functional.embedding_bag
+
+    def spy(*args, **kw):
+        calls.append(1)
+        return original(*args, **kw)
+
+    with torch.no_grad(), pytest.MonkeyPatch.context() as mp:
+        mp.setattr(torch.nn.functional, "embedding_bag", spy)
+        torch.testing.assert_close(fast(x), plain(x), rtol=0, atol=1e-12)
+        assert calls and torch.equal(fast(x)[1], plain[0].bias)
+        fast[0].weight.mul_(2.0)  # in place: the transposed copy is rebuilt
+        plain[0].weight.mul_(2.0)
+        torch.testing.assert_close(fast(x), plain(x), rtol=0, atol=1e-12)
+        calls.clear()
+        fast(torch.ones(3, 300, dtype=torch.float64))  # dense input: the dense product
+        assert not calls
+        engine.prepare(fast, "auto")  # not frozen (e.g. a network that trains)
+        fast(x)
+        assert not calls

@@ -73,6 +73,22 @@ def test_infer_on_a_file_gives_one_row_per_window_with_the_evaluation_angles(
     assert s["realtime_factor"] > 0 and s["initial"] == "imu"
 
 
+def test_windows_batched_into_chunks_give_the_same_angles(model, sim_dir,
+                                                          one_torch_thread) -> None:
+    """max_batch_windows: windows that wait while more of the file is there run as one chunk
+    (same equations: angles to float32 rounding), each with its chunk's time as latency."""
+    one = _infer_file(model, recording(sim_dir), execution="chunk")
+    batched = _infer_file(model, recording(sim_dir), execution="chunk", max_batch_windows=8)
+    np.testing.assert_array_equal(batched.t_end_us, one.t_end_us)
+    np.testing.assert_allclose(batched.angle_deg, one.angle_deg, rtol=0, atol=1e-3)
+    s = batched.summary()
+    assert s["max_batch_windows"] == 8 and s["compute_realtime_factor"] > 0
+    lat = batched.latency_s[1:]
+    assert len(np.unique(lat)) < len(lat) // 2  # windows share their chunk's time
+    with pytest.raises(ConfigError, match="'max_batch_windows' = 0 is invalid"):
+        _infer_file(model, recording(sim_dir), max_batch_windows=0)
+
+
 def test_realtime_replay_runs_at_the_recordings_speed(model, sim_dir, one_torch_thread) -> None:
     res = _infer_file(model, recording(sim_dir), realtime=True, duration_s=0.5)
     assert res.n_windows == 50

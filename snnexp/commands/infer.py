@@ -63,6 +63,7 @@ def infer(cfg: InferConfig | DictConfig) -> dict[str, Any]:
     try:
         result = run_stream(model, source, realtime=ic.realtime, initial_angle=ic.initial_angle,
                             duration_s=ic.duration_s, execution=ic.execution,
+                            max_batch_windows=ic.max_batch_windows,
                             on_window=progress)
     finally:
         source.close()

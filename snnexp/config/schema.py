@@ -444,6 +444,7 @@ class InferConfig:
     initial_angle: float | None  # start angle (deg) for streams without IMU
     duration_s: float | None  # stop after this much stream time (None: until it ends)
     execution: str  # chunk (engine, K = 1) | step (per-step reference path)
+    max_batch_windows: int  # chunk: windows waiting while more data is there run as one chunk
     engine: str  # auto | native | torch: how the chunk path runs (trainer.engine)
     output: str | None  # CSV to write; None: <run dir>/predictions.csv
     overwrite: bool

@@ -503,6 +503,7 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
     return;
   }
   std::vector<T> pad(Cin * 3 * PW), vrow(W * C), acc_v(C);
+  std::vector<uint8_t> live(PW);
   auto at = [&](int64_t n, int64_t c, int64_t h, int64_t w) -> int64_t {
     return CL ? ((n * H + h) * W + w) * C + c : ((n * C + c) * H + h) * W + w;
   };
@@ -525,11 +526,19 @@ void conv_lif_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
           for (int64_t w = 0; w < W; ++w) row[w + 1] = src[w * sw];
         }
       }
+      // padded columns with a nonzero input (any channel, any of the 3 rows): event frames
+      // are sparse, and a pixel whose 3 x 3 neighbourhood is zero has the sum +0 without taps
+      for (int64_t w = 0; w < PW; ++w) {
+        bool any = false;
+        for (int64_t j = 0; j < Cin * 3; ++j) any |= pad[j * PW + w] != T(0);
+        live[w] = any;
+      }
       for (int64_t w = 0; w < W; ++w) {
         T acc[CT > 0 ? CT : 1];
         T* a = CT > 0 ? acc : acc_v.data();
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) a[c] = T(0);
+        if (live[w] | live[w + 1] | live[w + 2])
         for (int64_t ci = 0; ci < Cin; ++ci) {
           for (int64_t r = 0; r < 3; ++r) {
             const T* row = pad.data() + (ci * 3 + r) * PW + w;
@@ -591,7 +600,8 @@ void conv_lif_c(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, cons
 // pattern m, the sum of group g's weight vectors of tap t (built by the caller), so an output
 // pixel costs taps * groups vector additions (9 * 2 for a 3x3 conv of 16 channels) instead of
 // taps * Cin multiply-adds, whatever the spike density (silent groups add table entry 0: no
-// branches). The input is read through its strides (as bit masks, see MaskRows); the output
+// branches); an output whose whole receptive field is silent is written as zeros without
+// lookups (sparse maps, e.g. one window at a time in inference). The input is read through its strides (as bit masks, see MaskRows); the output
 // is channels_last [N, Ho, Wo, C]. Units are output rows (n, oy). An input value other than 0
 // or 1 (or NaN) sets *bad: the caller then runs a dense convolution.
 template <typename T>
@@ -718,6 +728,14 @@ void spike_conv_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, co
       mrows.prefetch(ox);
       T* o = orow + ox * C;
       if constexpr (CT > 0 && KT > 0 && GT > 0) {
+        unsigned any = 0;  // a receptive field without spikes sums table entries 0: zeros
+        for (int r = 0; r < KT; ++r)
+          for (int j = 0; j < KT * GT; ++j) any |= rows[r][ox * step + j];
+        if (!any) {
+#pragma omp simd
+          for (int c = 0; c < CT; ++c) o[c] = T(0);
+          continue;
+        }
         T acc[KT][CT];  // one sum per tap row: parallel add chains
         for (int r = 0; r < KT; ++r) {
           const uint8_t* mr = rows[r] + ox * step;

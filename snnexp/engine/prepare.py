@@ -12,8 +12,10 @@ them for the backend:
   CUDA / Triton kernels), in the channels_last layout for float32 chunks;
 * ``auto``: native where the kernels build and the network is on the CPU, else torch.
 
-Single time steps run the plain modules' forward with every backend. ``print(net)`` shows the
-engine modules and their backend.
+Single time steps run the plain modules' forward with every backend (except the linear layers
+of a ``frozen`` network in inference: a sparse product, same sums in another order). Chunks of
+one step (K = 1, one window per call in `snnexp infer`) take the fused kernels in inference.
+``print(net)`` shows the engine modules and their backend.
 """
 
 from __future__ import annotations
@@ -73,16 +75,21 @@ def describe(backend: str, device: torch.device) -> str:
 
 
 def prepare(net: nn.Module, backend: str = "auto", channels_last: bool | None = None,
-            march: str | None = None) -> nn.Module:
+            march: str | None = None, frozen: bool = False) -> nn.Module:
     """Swap ``net``'s layer groups for engine modules running ``backend`` (in place; also on an
     already prepared network, to change the backend). ``channels_last``: the chunks' layout
     (None: channels_last for float32). Call it after moving the network to its device and
     before attaching hooks or building the optimizer's DDP wrapper. ``march``: see
-    :func:`resolve_backend`. Returns ``net``."""
+    :func:`resolve_backend`. ``frozen``: the weights will not change (inference of a loaded
+    checkpoint), so modules may keep copies derived from them (the hidden layer's transposed
+    weight, :class:`~snnexp.engine.modules.EngineLinear`). Returns ``net``."""
     param = next(net.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
     chosen = resolve_backend(backend, device, march)
     _swap(net, chosen == "native", channels_last)
+    for m in net.modules():
+        if isinstance(m, EngineModule):
+            m.frozen = bool(frozen)
     line = describe(chosen, device)
     if line not in _reported:  # once per process and setting
         _reported.add(line)

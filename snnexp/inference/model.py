@@ -46,8 +46,9 @@ class LoadedModel:
 def load_model(ckpt: str | Path, device: str = "cpu", engine: str | None = None) -> LoadedModel:
     """Load ``ckpt`` (best.pt / last.pt / best_weights.pt) and rebuild its network in eval mode.
 
-    ``engine`` (auto | native | torch) prepares the network for that backend; None keeps the
-    plain model (export traces the plain modules).
+    ``engine`` (auto | native | torch) prepares the network for that backend, frozen (its
+    weights stay as loaded, so the engine may keep derived copies: the hidden layer's sparse
+    product); None keeps the plain model (export traces the plain modules).
 
     Anything that is not an snnexp regression checkpoint, or whose weights do not fit the
     network its config describes, is a one-line CheckpointError.
@@ -81,7 +82,7 @@ def load_model(ckpt: str | Path, device: str = "cpu", engine: str | None = None)
     if engine is not None:
         from snnexp import engine as engines
 
-        engines.prepare(net, engine)
+        engines.prepare(net, engine, frozen=True)
     recs = data.get("recordings") or []
     sensor = (int(recs[0]["width"]), int(recs[0]["height"])) if recs and "width" in recs[0] \
         else None

@@ -52,6 +52,10 @@ class Source:
     def packets(self) -> Iterator[Packet]:
         raise NotImplementedError
 
+    def backlog(self) -> bool:
+        """Whether packets that arrived are waiting to be read (the consumer is behind)."""
+        return False
+
     def close(self) -> None:
         """Release the device / connection."""
 
@@ -102,6 +106,7 @@ class LiveSource(Source):
         steps never make dv-processing drop data (it discards what is still queued when the
         stream closes)."""
         arrived: queue.Queue[Packet | None] = queue.Queue()
+        self._arrived = arrived
         stop = threading.Event()
 
         def drain() -> None:
@@ -119,6 +124,10 @@ class LiveSource(Source):
         finally:
             stop.set()
             thread.join(timeout=5)
+
+    def backlog(self) -> bool:
+        arrived = getattr(self, "_arrived", None)
+        return arrived is not None and not arrived.empty()
 
     def _poll(self, stop: threading.Event) -> Iterator[Packet]:
         rd = self.reader

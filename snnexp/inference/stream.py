@@ -36,6 +36,7 @@ class StreamResult:
     window_us: int
     initial: str  # where the integrator started: "imu" or "initial_angle"
     interrupted: bool = False
+    compute_s: float | None = None  # time in network calls (None: the sum of the latencies)
     info: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -55,7 +56,9 @@ class StreamResult:
                         "latency_p99_ms": float(np.percentile(lat, 99) * 1e3),
                         "latency_max_ms": float(lat.max() * 1e3),
                         # stream time over the time the network needed for it: > 1 keeps up
-                        "compute_realtime_factor": float(self.window_us * 1e-6 / lat.mean())})
+                        "compute_realtime_factor": float(
+                            len(lat) * self.window_us * 1e-6
+                            / (self.compute_s if self.compute_s else lat.sum()))})
         if self.wall_s > 0:  # everything counted: reading, slicing, stepping
             out["realtime_factor"] = float(stream_s / self.wall_s)
         if self.label_deg is not None and self.n_windows > 1:
@@ -92,14 +95,17 @@ class _Imu:
 
 def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
                initial_angle: float | None = None, duration_s: float | None = None,
-               execution: str = "chunk",
+               execution: str = "chunk", max_batch_windows: int = 1,
                on_window: Callable[[int, float], None] | None = None) -> StreamResult:
     """Run ``model`` on ``source`` until it ends (or ``duration_s`` of stream, or Ctrl-C).
 
     ``realtime`` paces a file at its own speed (live sources always arrive in real time).
     ``execution`` ``chunk`` steps through the engine's fused kernels as a chunk of K = 1,
     ``step`` through the per-step reference path (same equations; float32 rounding may differ).
-    ``on_window(index, angle_deg)`` is called after every window (progress, display).
+    ``max_batch_windows`` > 1 (chunk only): complete windows that wait while more data is
+    already there (a file replayed as fast as possible, a backlog of a live source) run as one
+    chunk of up to that many steps (same equations; each window's latency is then its chunk's
+    time). ``on_window(index, angle_deg)`` is called after every window (progress, display).
     """
     import torch
 
@@ -115,13 +121,18 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
     if execution not in ("chunk", "step"):
         raise ConfigError(f"config key 'execution' = {execution!r} is invalid: allowed values "
                           "are chunk, step (e.g. execution=chunk)")
-    forward = net.forward_step if execution == "step" else \
-        (lambda x: net.forward_chunk(x[None])[0])
+    if isinstance(max_batch_windows, bool) or not isinstance(max_batch_windows, int) \
+            or max_batch_windows < 1:
+        raise ConfigError(f"config key 'max_batch_windows' = {max_batch_windows!r} is invalid: "
+                          "must be an integer >= 1 (1: every window alone, lowest latency)")
+    batch = max_batch_windows if execution == "chunk" else 1
     t_end: list[int] = []
     angles: list[float] = []
     latency: list[float] = []
+    compute = [0.0]  # seconds spent in network steps
     slicer: WindowSlicer | None = None
     waiting: list[Events] = []  # event packets before the grid's origin is known
+    pending: list[tuple[int, np.ndarray]] = []  # complete windows not yet stepped
     last_event = None
     paced = realtime and not source.live
     until = None  # a file's windows end with its IMU (the data pipeline's common range)
@@ -130,28 +141,52 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
     start = time.perf_counter()
     t_first = None
 
-    def step(index: int, frame: np.ndarray) -> None:
+    def emit(index: int, y: float, lat: float) -> None:
         assert slicer is not None
-        end = slicer.end_of(index)
-        if index == 0:
-            if use_imu:
-                y0 = float(model.target_map.to_target(imu.angles_at(np.array([end]))[0]))
-            else:
-                y0 = model.initial_target(float(initial_angle))
-            net.reset_state()
-            net.set_output_membrane(torch.tensor([y0], dtype=torch.float32, device=device))
-            lat = float("nan")
-            y = y0
-        else:
-            t0 = time.perf_counter()
-            x = torch.from_numpy(frame.astype(np.float32))[None].to(device)
-            y = float(forward(x)[0])
-            lat = time.perf_counter() - t0
-        t_end.append(end)
+        t_end.append(slicer.end_of(index))
         angles.append(float(model.target_map.to_degrees(y)))
         latency.append(lat)
         if on_window is not None:
             on_window(index, angles[-1])
+
+    def initial(index: int) -> None:
+        """Window 0: the integrator's initial condition (no network step)."""
+        assert slicer is not None
+        if use_imu:
+            end = slicer.end_of(index)
+            y0 = float(model.target_map.to_target(imu.angles_at(np.array([end]))[0]))
+        else:
+            y0 = model.initial_target(float(initial_angle))
+        net.reset_state()
+        net.set_output_membrane(torch.tensor([y0], dtype=torch.float32, device=device))
+        emit(index, y0, float("nan"))
+
+    def run(windows: list[tuple[int, np.ndarray]]) -> None:
+        """One network call for ``windows`` (consecutive): a step, or a chunk of K steps."""
+        t0 = time.perf_counter()
+        x = torch.from_numpy(np.stack([f for _, f in windows]).astype(np.float32))
+        x = x.to(device)[:, None]  # [K, 1, C, H, W]
+        if execution == "step":
+            ys = [float(net.forward_step(x[0])[0])]
+        else:
+            ys = net.forward_chunk(x)[:, 0].tolist()
+        lat = time.perf_counter() - t0
+        compute[0] += lat
+        for (index, _), y in zip(windows, ys):
+            emit(index, y, lat)
+
+    def flush(everything: bool) -> None:
+        """Step the pending windows: full chunks, and the rest too if ``everything``."""
+        while pending and (everything or len(pending) >= batch):
+            part = pending[:batch]
+            del pending[:batch]
+            run(part)
+
+    def backlog(behind: bool) -> bool:
+        """Whether more data is already waiting (then windows may gather into a chunk)."""
+        if source.live:
+            return source.backlog()
+        return behind or not paced
 
     with torch.no_grad():
         try:
@@ -165,10 +200,12 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
                     continue
                 if t_first is None:
                     t_first = int(packet.t[0])
+                behind = False
                 if paced:
                     ahead = (int(packet.t[-1]) - t_first) * 1e-6 - (time.perf_counter() - start)
-                    if ahead > 0:
+                    if ahead > 0 and not pending:
                         time.sleep(ahead)
+                    behind = ahead <= 0
                 last_event = int(packet.t[-1])
                 if slicer is None:
                     waiting.append(packet)
@@ -186,14 +223,23 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
                 cap = until if t_stop is None else min(t_stop, until or t_stop)
                 for pk in packets:
                     for index, frame in slicer.add(pk, until_us=cap):
-                        step(index, frame)
-                if t_stop is not None and last_event >= t_stop:
+                        if index == 0:
+                            initial(index)
+                        else:
+                            pending.append((index, frame))
+                stop = t_stop is not None and last_event >= t_stop
+                flush(everything=stop or batch == 1 or not backlog(behind))
+                if stop:
                     break
             else:
                 if slicer is not None and last_event is not None:
                     last = last_event if until is None else min(last_event, until)
                     for index, frame in slicer.finish(last):
-                        step(index, frame)
+                        if index == 0:
+                            initial(index)
+                        else:
+                            pending.append((index, frame))
+                flush(everything=True)
         except KeyboardInterrupt:
             interrupted = True
     wall = time.perf_counter() - start
@@ -209,6 +255,7 @@ def run_stream(model: LoadedModel, source: Source, *, realtime: bool = False,
     return StreamResult(t_end_us=ends, angle_deg=np.asarray(angles), latency_s=np.asarray(latency),
                         label_deg=labels, wall_s=wall, window_us=model.window_us,
                         initial="imu" if use_imu else "initial_angle", interrupted=interrupted,
+                        compute_s=compute[0],
                         info={"source": source.name, "camera": source.camera_name,
-                              "execution": execution,
+                              "execution": execution, "max_batch_windows": batch,
                               "resolution": [source.width, source.height]})
