@@ -335,3 +335,17 @@ def test_ddp_classification_follows_the_single_process_trajectory(tmp_path) -> N
     for a, b in zip(h1, h2):
         assert b["train/loss"] == pytest.approx(a["train/loss"], rel=0.02)
         assert b["val/loss"] == pytest.approx(a["val/loss"], rel=0.05)
+
+
+@pytest.mark.parametrize("data", ["data=classes", "data=mnist", "data=tonic"])
+def test_classification_data_without_task_classification_says_to_add_it(compose_train,
+                                                                        data) -> None:
+    from snnexp.config.schema import TrainConfig
+    from snnexp.config.validate import to_schema, validate_train
+    from snnexp.errors import ConfigError
+
+    cfg = to_schema(compose_train(data, tiny=False), TrainConfig)
+    with pytest.raises(ConfigError, match="add task=classification"):
+        validate_train(cfg)
+    fixed = to_schema(compose_train(data, "task=classification", tiny=False), TrainConfig)
+    validate_train(fixed)  # the same data as a classification run passes

@@ -199,9 +199,22 @@ def _has_official_test(dataset: str) -> bool:
     return dataset == "mnist" or (spec is not None and spec.official_test)
 
 
+def _refuse_class_data_for_regression(cfg: S.TrainConfig) -> None:
+    """data=classes / mnist / tonic hold labelled samples, not recordings with an IMU."""
+    from snnexp.data.class_sim import BUILTIN_CLASSES
+
+    d = cfg.data
+    if cfg.task.name == "regression" and (d.dataset != "folders" or BUILTIN_CLASSES in d.paths):
+        what = d.dataset if d.dataset != "folders" else BUILTIN_CLASSES
+        _fail("task.name", cfg.task.name, f"the data ({what}) is a classification dataset: add "
+              "task=classification (e.g. snnexp train task=classification data=...), or train "
+              "the regressor on recordings with an IMU (data=synthetic or data.paths=[...])")
+
+
 def validate_train(cfg: S.TrainConfig) -> None:
     """Check every value of a training config; raise ConfigError naming the first bad key."""
     validate_task(cfg.task)
+    _refuse_class_data_for_regression(cfg)
     validate_data(cfg.data)
     if cfg.task.name == "classification":
         validate_class_data(cfg.data)
