@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
+from types import ModuleType
+
 
 class SnnexpError(Exception):
     """An error caused by the user's input or environment, printed as one line without traceback.
@@ -28,3 +31,12 @@ class TrainingError(SnnexpError):
 
 class StorageError(SnnexpError):
     """A result cannot be written (disk full, quota, permissions); the previous file is kept."""
+
+
+def require(module: str, message: str) -> ModuleType:
+    """Import an optional dependency, or raise ConfigError(``message``) saying how to install it
+    (``{exc}`` in the message stands for the ImportError's own text)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigError(message.format(exc=exc)) from None

@@ -38,7 +38,7 @@ import numpy as np
 from snnexp.config.schema import TONIC_DATASETS
 from snnexp.data.classification import ClassBundle, ClassSamples, _split, read_entry, write_entry
 from snnexp.data.sources import absolute
-from snnexp.errors import ConfigError, DataError
+from snnexp.errors import DataError, require
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +88,11 @@ def class_names(name: str) -> list[str]:
 
 def _tonic() -> Any:
     """The tonic package (an optional dependency: ``pip install 'snnexp[tonic]'``)."""
-    try:
-        import tonic
-        import tonic.datasets
-        import tonic.transforms
-    except ImportError as exc:
-        raise ConfigError(f"data=tonic needs the tonic package ({exc}): pip install "
-                          "'tonic>=1.7,<1.8' aedat (or pip install 'snnexp[tonic]')") from None
-    return tonic
+    message = ("data=tonic needs the tonic package ({exc}): pip install 'tonic>=1.7,<1.8' "
+               "aedat (or pip install 'snnexp[tonic]')")
+    require("tonic.datasets", message)
+    require("tonic.transforms", message)
+    return require("tonic", message)
 
 
 def _tonic_class(name: str) -> type:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from snnexp.errors import ConfigError
+from snnexp.errors import require
 from snnexp.export.step import StepModule
 
 Writer = Callable[[StepModule, Path, dict[str, Any]], None]
@@ -46,11 +46,8 @@ def write_torchscript(step: StepModule, path: Path, options: dict[str, Any]) -> 
 @register("onnx", ".onnx")
 def write_onnx(step: StepModule, path: Path, options: dict[str, Any]) -> None:
     """An ONNX graph (TorchScript-based exporter; opset ``options['opset']``)."""
-    try:
-        import onnx
-    except ImportError:
-        raise ConfigError("format=onnx needs the onnx package: pip install onnx onnxruntime "
-                          "(or pip install 'snnexp[export]')") from None
+    onnx = require("onnx", "format=onnx needs the onnx package: pip install onnx onnxruntime "
+                   "(or pip install 'snnexp[export]')")
     n = len(step.specs)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -74,11 +71,8 @@ def write_onnx(step: StepModule, path: Path, options: dict[str, Any]) -> None:
 @register("nir", ".nir")
 def write_nir(step: StepModule, path: Path, options: dict[str, Any]) -> None:
     """A NIR graph, where the network can be expressed in NIR's primitives."""
-    try:
-        import nir  # noqa: F401
-    except ImportError:
-        raise ConfigError("format=nir needs the nir package: pip install nir (or pip install "
-                          "'snnexp[export]')") from None
+    require("nir", "format=nir needs the nir package: pip install nir (or pip install "
+            "'snnexp[export]')")
     from snnexp.export.nir import write_nir_graph
 
     write_nir_graph(step, path, dt=float(options["window_us"]) * 1e-6)
