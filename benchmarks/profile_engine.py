@@ -1,6 +1,6 @@
 """torch.profiler breakdown of one training chunk and one inference chunk of the fast engine.
 
-    python -m benchmarks.profile_engine [--block sew] [--rows 25]
+    python -m benchmarks.profile_engine [--block sew] [--rows 25] [--march x86-64-v3]
 
 Reference size (2 x 260 x 346, B = 4, K = 10, hidden 512, BatchNorm); one warm-up chunk each.
 Prints the ops sorted by self CPU time (what besides the convolutions costs time).
@@ -21,7 +21,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--block", default="sew")
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--phase", default="train,infer")
+    parser.add_argument("--march", default="native", help="-march of the kernels' build")
     args = parser.parse_args(argv)
+    from snnexp.engine import native
+
+    native.load(args.march)
     from torch.profiler import ProfilerActivity, profile
 
     from snnexp.training.tbptt import run_sequence

@@ -560,3 +560,45 @@ def test_spike_conv_in_the_network_matches_dense_float64(block: str,
     assert all(float(g.abs().max()) > 0 for g in grads[:3])  # the stage-0 convs learn
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+
+
+# (Cin, C, stride, input size): the reference's stage-0 shortcut, its later channel counts,
+# channel counts that are no multiple of a vector width (oneDNN's backward of this conv breaks
+# on those with a channels_last input: wrong weight gradients on AVX2, heap corruption on
+# AVX-512), odd sizes (the last row / column not sampled) and stride 3
+STRIDED_1X1 = [(16, 16, 2, (12, 14)), (24, 32, 2, (9, 11)), (5, 16, 2, (12, 14)),
+               (2, 7, 2, (8, 8)), (13, 9, 3, (10, 13))]
+
+
+@pytest.mark.parametrize(("cin", "c", "stride", "size"), STRIDED_1X1,
+                         ids=["16", "24to32", "5to16", "2to7", "13to9-s3"])
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("backend", ["native", "torch"])
+def test_strided_1x1_shortcut_conv_and_gradients_match_float64(
+        cin: int, c: int, stride: int, size: tuple[int, int], layout: str, dtype: torch.dtype,
+        backend: str, kernel_calls: list[str]) -> None:
+    """A chunk through a block's strided 1x1 shortcut conv gives the float64 reference's output,
+    input gradient and weight gradient (to float32 rounding), in the input's layout, with
+    either backend: the native kernels read only the sampled pixels, the torch backend convolves
+    the sampled pixels (both bypass oneDNN's strided 1x1 backward)."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    x = _spikes(6, cin, size, dtype).contiguous(memory_format=fmt).requires_grad_()
+    eng = _engine(backend == "native")
+    eng.conv = conv = torch.nn.Conv2d(cin, c, 1, stride=stride, bias=False).to(dtype)
+    out = eng.conv_chunk("conv", x, 2)
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(3), dtype=dtype)
+    gx, gw = torch.autograd.grad(out, [x, conv.weight], g)
+    assert out.is_contiguous(memory_format=fmt)
+    if backend == "native":
+        assert gx.is_contiguous(memory_format=fmt)
+        assert {"pw_fwd", "pw_grad", "pw_wgrad"} <= set(kernel_calls)
+    else:
+        assert not kernel_calls
+    xd = x.detach().double().requires_grad_()
+    wd = conv.weight.detach().double().requires_grad_()
+    ref = torch.nn.functional.conv2d(xd, wd, stride=stride)
+    ref_gx, ref_gw = torch.autograd.grad(ref, [xd, wd], g.double())
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    for got, want in ((out, ref), (gx, ref_gx), (gw, ref_gw)):
+        torch.testing.assert_close(got.double(), want, rtol=tol, atol=tol)

@@ -383,3 +383,71 @@ class SpikeConv(torch.autograd.Function):
             grad, x, weight, None, [s, s], [p, p], [1, 1], False, [0, 0], 1,
             [ctx.needs_input_grad[0], ctx.needs_input_grad[1], False])
         return gx, gw, None, None, None, None
+
+
+def strided_pointwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+    """A 1x1 convolution of stride ``stride`` (no padding, no bias; the blocks' downsampling
+    shortcut) of ``x`` ``[N, Cin, H, W]`` (any layout): reads only the pixels it samples.
+    Returns ``[N, C, Ho, Wo]`` in ``x``'s layout (channels_last, else contiguous). No autograd."""
+    n, cin, h, w = x.shape
+    c = weight.shape[0]
+    ho, wo = (h - 1) // stride + 1, (w - 1) // stride + 1
+    wt = weight.detach().to(x.dtype).reshape(c, cin).t().contiguous()  # [Cin, C]
+    out = torch.empty((n, c, ho, wo), dtype=x.dtype, memory_format=torch.channels_last)
+    native.run("pw_fwd", x.dtype, n * ho, out.numel() * cin // 4, lambda i, u0, u1: (
+        x.data_ptr(), *x.stride(), wt.data_ptr(), out.data_ptr(), cin, c, stride, ho, wo,
+        u0, u1))
+    cl = torch.channels_last
+    return out if x.is_contiguous(memory_format=cl) else out.contiguous()
+
+
+def strided_pointwise_conv_grad(grad: torch.Tensor, weight: torch.Tensor, like: torch.Tensor,
+                                stride: int) -> torch.Tensor:
+    """Input gradient of :func:`strided_pointwise_conv`: ``W^T grad`` at the sampled pixels,
+    zero elsewhere, in ``like``'s shape and layout (written in one pass)."""
+    n, cin, h, w = like.shape
+    c, ho, wo = grad.shape[1:]
+    g = grad.contiguous(memory_format=torch.channels_last)
+    wt = weight.detach().to(g.dtype).reshape(c, cin).contiguous()  # [C, Cin]
+    fmt = (torch.channels_last if like.is_contiguous(memory_format=torch.channels_last)
+           else torch.contiguous_format)
+    gx = torch.empty((n, cin, h, w), dtype=g.dtype, memory_format=fmt)
+    native.run("pw_grad", g.dtype, n * h, gx.numel(), lambda i, u0, u1: (
+        g.data_ptr(), wt.data_ptr(), gx.data_ptr(), *gx.stride(), cin, c, h, w, stride, ho, wo,
+        u0, u1))
+    return gx
+
+
+def strided_pointwise_conv_wgrad(grad: torch.Tensor, x: torch.Tensor, stride: int
+                                 ) -> torch.Tensor:
+    """Weight gradient ``[C, Cin, 1, 1]`` of :func:`strided_pointwise_conv` (sums in float64)."""
+    n, cin = x.shape[:2]
+    c, ho, wo = grad.shape[1:]
+    g = grad.contiguous(memory_format=torch.channels_last)
+    parts = max(1, torch.get_num_threads())
+    gw = torch.zeros(parts, cin, c, dtype=torch.float64)
+    used = native.run("pw_wgrad", g.dtype, n * ho, g.numel() * cin // 4, lambda i, u0, u1: (
+        x.data_ptr(), *x.stride(), g.data_ptr(), gw.data_ptr(), cin, c, stride, ho, wo,
+        u0, u1))
+    return gw[:used].sum(0).t().to(g.dtype).reshape(c, cin, 1, 1)
+
+
+class StridedPointwiseConv(torch.autograd.Function):
+    """:func:`strided_pointwise_conv` with autograd; both gradients by the kernels too."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
+        out = strided_pointwise_conv(x, weight, stride)
+        ctx.save_for_backward(x, weight)
+        ctx.stride = stride
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        s = ctx.stride
+        gx = (strided_pointwise_conv_grad(grad, weight, x, s) if ctx.needs_input_grad[0]
+              else None)
+        gw = strided_pointwise_conv_wgrad(grad, x, s) if ctx.needs_input_grad[1] else None
+        return gx, gw, None

@@ -848,6 +848,112 @@ void fwd_pool_t(const T* x, const T* scale, const T* shift, const T* v0, T v0s, 
   }
 }
 
+// ---------------------------------------------------------------------------------- strided 1x1
+// A 1x1 convolution of stride s > 1 (no padding, no bias: the blocks' downsampling shortcut),
+// forward and gradients. The forward out[n, oy, ox, :] = W x[n, s oy, s ox, :] reads every s-th
+// pixel of every s-th row only; the input gradient is W^T g at those pixels and zero elsewhere,
+// written in one pass over gx (oneDNN scatters it into a zeroed tensor: 51 ms at the
+// reference's 40 x 16 x 260 x 346, AVX2; and with a channels_last input of a channel count that
+// is not a multiple of its vector width, oneDNN's backward of this conv gives wrong weight
+// gradients (AVX2) or corrupts the heap (AVX-512), PyTorch 2.13). Input x and gradient gx go
+// through their strides (any layout); out and g are channels_last [N, Ho, Wo, C]. wt is
+// [Cin][C] (forward) or [C][Cin] (input gradient). Units: output rows n * Ho + oy (forward,
+// weight gradient), input rows n * H + y (input gradient).
+template <typename T, int CT, int CINT>
+void pw_fwd_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* wt, T* out,
+              int64_t Cin_rt, int64_t C_rt, int64_t s, int64_t Ho, int64_t Wo, int64_t u0,
+              int64_t u1) {
+  const int64_t C = CT > 0 ? CT : C_rt, Cin = CINT > 0 ? CINT : Cin_rt;
+  std::vector<T> acc_v(C);
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t n = u / Ho, oy = u % Ho;
+    const T* row = x + n * sn + oy * s * sh;
+    T* orow = out + u * Wo * C;
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      const T* px = row + ox * s * sw;
+      T acc[CT > 0 ? CT : 1];
+      T* a = CT > 0 ? acc : acc_v.data();
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) a[c] = T(0);
+      for (int64_t ci = 0; ci < Cin; ++ci) {
+        const T xv = px[ci * sc];
+        const T* wr = wt + ci * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) a[c] = isa::fmadd(wr[c], xv, a[c]);
+      }
+      T* o = orow + ox * C;
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) o[c] = a[c];
+    }
+  }
+}
+
+template <typename T, int CT, int CINT>
+void pw_grad_t(const T* g, const T* wt, T* gx, int64_t sn, int64_t sc, int64_t sh, int64_t sw,
+               int64_t Cin_rt, int64_t C_rt, int64_t H, int64_t W, int64_t s, int64_t Ho,
+               int64_t Wo, int64_t u0, int64_t u1) {
+  const int64_t C = CT > 0 ? CT : C_rt, Cin = CINT > 0 ? CINT : Cin_rt;
+  std::vector<T> acc_v(Cin);
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t n = u / H, y = u % H;
+    T* row = gx + n * sn + y * sh;
+    const bool hit = y % s == 0 && y / s < Ho;
+    const T* grow = g + (n * Ho + y / s) * Wo * C;
+    if (!hit && sc == 1 && sw == Cin) {  // channels_last: a row of zeros
+      std::memset(row, 0, sizeof(T) * W * Cin);
+      continue;
+    }
+    for (int64_t xw = 0; xw < W; ++xw) {
+      T* px = row + xw * sw;
+      if (!hit || xw % s != 0 || xw / s >= Wo) {
+        for (int64_t ci = 0; ci < Cin; ++ci) px[ci * sc] = T(0);
+        continue;
+      }
+      const T* gp = grow + (xw / s) * C;
+      T acc[CINT > 0 ? CINT : 1];
+      T* a = CINT > 0 ? acc : acc_v.data();
+#pragma omp simd
+      for (int64_t ci = 0; ci < Cin; ++ci) a[ci] = T(0);
+      for (int64_t c = 0; c < C; ++c) {
+        const T gv = gp[c];
+        const T* wr = wt + c * Cin;
+#pragma omp simd
+        for (int64_t ci = 0; ci < Cin; ++ci) a[ci] = isa::fmadd(wr[ci], gv, a[ci]);
+      }
+      for (int64_t ci = 0; ci < Cin; ++ci) px[ci * sc] = a[ci];
+    }
+  }
+}
+
+// Weight gradient: gw[ci][c] += sum over output pixels of x[n, s oy, s ox, ci] * g[n, oy, ox, c]
+// (accumulated in double per output row, into this part's gw [Cin][C], zeroed here). Units:
+// output rows n * Ho + oy.
+template <typename T, int CT, int CINT>
+void pw_wgrad_t(const T* x, int64_t sn, int64_t sc, int64_t sh, int64_t sw, const T* g,
+                double* gw, int64_t Cin_rt, int64_t C_rt, int64_t s, int64_t Ho, int64_t Wo,
+                int64_t u0, int64_t u1) {
+  const int64_t C = CT > 0 ? CT : C_rt, Cin = CINT > 0 ? CINT : Cin_rt;
+  std::memset(gw, 0, sizeof(double) * Cin * C);
+  std::vector<T> acc(Cin * C);
+  for (int64_t u = u0; u < u1; ++u) {
+    const int64_t n = u / Ho, oy = u % Ho;
+    const T* row = x + n * sn + oy * s * sh;
+    const T* grow = g + u * Wo * C;
+    std::fill(acc.begin(), acc.end(), T(0));
+    for (int64_t ox = 0; ox < Wo; ++ox) {
+      const T* px = row + ox * s * sw;
+      const T* gp = grow + ox * C;
+      for (int64_t ci = 0; ci < Cin; ++ci) {
+        const T xv = px[ci * sc];
+        T* a = acc.data() + ci * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) a[c] = isa::fmadd(xv, gp[c], a[c]);
+      }
+    }
+    for (int64_t i = 0; i < Cin * C; ++i) gw[i] += double(acc[i]);
+  }
+}
+
 // ---------------------------------------------------------------------------------- threads
 // Runs body(part, u0, u1) for `parts` equal unit ranges on OpenMP threads. The library links
 // libgomp.so.1 by soname, which resolves to the copy PyTorch has loaded: the kernels run on the
@@ -1076,7 +1182,45 @@ SNN_EXPORT_POOL(double, f64)
 SNN_EXPORT_SPIKE_CONV(float, f32)
 SNN_EXPORT_SPIKE_CONV(double, f64)
 
-extern "C" int snn_abi_version() { return 8; }
+// Strided 1x1 convolution: forward (units = output rows n * Ho + oy) and input gradient
+// (units = input rows n * H + y); the reference's channel counts compile with fixed sizes.
+#define SNN_PW_SIZES(F, TY, ...)                                                                 \
+  if (C == 16 && Cin == 16) F<TY, 16, 16>(__VA_ARGS__);                                         \
+  else if (C == 24 && Cin == 16) F<TY, 24, 16>(__VA_ARGS__);                                    \
+  else if (C == 32 && Cin == 24) F<TY, 32, 24>(__VA_ARGS__);                                    \
+  else F<TY, 0, 0>(__VA_ARGS__)
+#define SNN_EXPORT_PW(T, SUF)                                                                    \
+  extern "C" void snn_pw_fwd_par_##SUF(const T* x, int64_t sn, int64_t sc, int64_t sh,          \
+                                       int64_t sw, const T* wt, T* out, int64_t Cin, int64_t C,  \
+                                       int64_t s, int64_t Ho, int64_t Wo, int64_t units,         \
+                                       int parts) {                                              \
+    parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
+      SNN_PW_SIZES(pw_fwd_t, T, x, sn, sc, sh, sw, wt, out, Cin, C, s, Ho, Wo, u0, u1);          \
+    });                                                                                          \
+  }                                                                                              \
+  extern "C" void snn_pw_grad_par_##SUF(const T* g, const T* wt, T* gx, int64_t sn, int64_t sc, \
+                                        int64_t sh, int64_t sw, int64_t Cin, int64_t C,          \
+                                        int64_t H, int64_t W, int64_t s, int64_t Ho, int64_t Wo, \
+                                        int64_t units, int parts) {                              \
+    parallel_parts(units, parts, [&](int, int64_t u0, int64_t u1) {                             \
+      SNN_PW_SIZES(pw_grad_t, T, g, wt, gx, sn, sc, sh, sw, Cin, C, H, W, s, Ho, Wo, u0, u1);    \
+    });                                                                                          \
+  }                                                                                              \
+  extern "C" void snn_pw_wgrad_par_##SUF(const T* x, int64_t sn, int64_t sc, int64_t sh,        \
+                                         int64_t sw, const T* g, double* gw, int64_t Cin,        \
+                                         int64_t C, int64_t s, int64_t Ho, int64_t Wo,           \
+                                         int64_t units, int parts) {                             \
+    parallel_parts(units, parts, [&](int p, int64_t u0, int64_t u1) {                           \
+      SNN_PW_SIZES(pw_wgrad_t, T, x, sn, sc, sh, sw, g, gw + p * Cin * C, Cin, C, s, Ho, Wo, u0, \
+                   u1);                                                                          \
+    });                                                                                          \
+  }
+
+SNN_EXPORT_PW(float, f32)
+SNN_EXPORT_PW(double, f64)
+#undef SNN_PW_SIZES
+
+extern "C" int snn_abi_version() { return 9; }
 
 // The instruction-set path compiled in: 2 AVX-512, 1 AVX2 + FMA, 0 portable.
 extern "C" int snn_isa() { return SNN_ISA; }

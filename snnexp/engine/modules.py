@@ -11,7 +11,8 @@ there).
 
 Groups fused on a chunk:
 
-* ``EngineConvNormNeuron``: conv3x3 of spikes by table lookup, per-step BatchNorm + LIF in one
+* ``EngineConvNormNeuron``: conv3x3 of spikes by table lookup (a strided 1x1 shortcut conv
+  by a kernel that reads only the pixels it samples), per-step BatchNorm + LIF in one
   pass; as the stem (few input channels, inference) conv + BatchNorm + LIF in one pass;
 * blocks: the same for each conv + norm + LIF, the SEW ADD in the last LIF's pass, the
   Spiking-ResNet sum (inference) before it, and the stage's MaxPool2d(2) (inference);
@@ -127,6 +128,16 @@ class EngineModule(nn.Module):
         output, 0 / 1 / 2) is detected by the kernel; the conv then runs dense, and does so
         directly from then on."""
         conv = self._modules[name]
+        if self._strided_pointwise(conv, x, steps):
+            s = conv.stride[0]
+            if self.kernels(x):
+                return functions.StridedPointwiseConv.apply(x, conv.weight, s)
+            # oneDNN's backward of this conv is wrong for channels_last inputs of some channel
+            # counts (see kernels.cpp): the same sums as a 1x1 conv of the sampled pixels
+            cl = x.is_contiguous(memory_format=torch.channels_last)
+            sampled = x[:, :, ::s, ::s].contiguous(
+                memory_format=torch.channels_last if cl else torch.contiguous_format)
+            return F.conv2d(sampled, conv.weight)
         if not self._spike_conv_applies(name, conv, x, steps):
             return conv(x)
         status: list[bool] = []
@@ -153,6 +164,16 @@ class EngineModule(nn.Module):
                 > functions.SPIKE_CONV_MAX_TABLE_BYTES):
             return False
         return not hooked(conv)
+
+    def _strided_pointwise(self, conv: nn.Module, x: torch.Tensor, steps: int | None) -> bool:
+        """A 1x1 conv of stride > 1 (the downsampling shortcut) on a CPU chunk: the kernels
+        read only the pixels it samples and write its input gradient in one pass."""
+        if steps is None or x.dim() != 4 or x.device.type != "cpu":
+            return False
+        return (type(conv) is nn.Conv2d and conv.kernel_size == (1, 1)
+                and conv.stride[0] == conv.stride[1] > 1 and conv.padding == (0, 0)
+                and conv.dilation == (1, 1) and conv.groups == 1 and conv.bias is None
+                and conv.weight.dtype == x.dtype and not hooked(conv))
 
     def _tables(self, name: str, conv: nn.Conv2d, dtype: torch.dtype) -> torch.Tensor:
         """The conv's lookup tables, kept with the weight they were built from and rebuilt when

@@ -146,6 +146,15 @@ def _declare(lib: ctypes.CDLL) -> None:
         spike = getattr(lib, f"snn_spike_conv_par_{suf}")
         spike.argtypes = [p, i64, i64, i64, i64, p, p, *([i64] * 9), p, i64, c_int]
         spike.restype = None
+        pw_fwd = getattr(lib, f"snn_pw_fwd_par_{suf}")
+        pw_fwd.argtypes = [p, i64, i64, i64, i64, p, p, *([i64] * 5), i64, c_int]
+        pw_fwd.restype = None
+        pw_grad = getattr(lib, f"snn_pw_grad_par_{suf}")
+        pw_grad.argtypes = [p, p, p, *([i64] * 4), *([i64] * 7), i64, c_int]
+        pw_grad.restype = None
+        pw_wgrad = getattr(lib, f"snn_pw_wgrad_par_{suf}")
+        pw_wgrad.argtypes = [p, i64, i64, i64, i64, p, p, *([i64] * 5), i64, c_int]
+        pw_wgrad.restype = None
     lib.snn_isa.argtypes = []
     lib.snn_isa.restype = c_int
 
