@@ -373,3 +373,45 @@ def test_frozen_linear_layer_reads_only_the_rows_of_nonzero_inputs() -> None:
         engine.prepare(fast, "auto")  # not frozen (e.g. a network that trains)
         fast(x)
         assert not calls
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("channels", [5, 12])
+def test_float32_chunks_with_narrow_strided_shortcuts_train_right(backend: str,
+                                                                  channels: int) -> None:
+    """A stage whose stride-2 block has a 5- or 12-channel 1x1 shortcut trains in float32
+    chunks (channels_last, two threads) with either backend, with the float64 network's
+    gradients to float32 precision. oneDNN's backward of that conv on a channels_last input
+    returns wrong weight gradients (AVX2: this test with 5 channels), corrupts the heap or
+    crashes the process (AVX-512, SIGSEGV / SIGFPE with 8 or 12 channels) in PyTorch 2.13,
+    depending on sizes and threads; the engine does not run it."""
+    from snnexp.config.schema import StageConfig
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _train_narrow_shortcut(backend, channels, StageConfig)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_narrow_shortcut(backend: str, channels: int, stage_config: type) -> None:
+    torch.manual_seed(0)
+    cfg = ModelConfig(block_type="sew", hidden=16, stages=[stage_config(
+        channels=channels, up_kernel_size=3, mid_channels=channels, k_pool=1, stride_1=2,
+        stride_2=1)])
+    plain = build_network(cfg, NormConfig(kind="bn"), SHAPE)
+    frames = torch.poisson(torch.full((K, B, *SHAPE), 0.5),
+                           torch.Generator().manual_seed(1))
+    grads = []
+    for net, x in ((prepared(plain, backend), frames),
+                   (prepared(plain.double(), "torch"), frames.double())):
+        net.train().reset_state()
+        net(x).sum().backward()
+        grads.append({n: p.grad.double() for n, p in net.named_parameters()})
+    fast, ref = grads
+    shortcut = [n for n in ref if "downsample.conv" in n]
+    assert shortcut and float(ref[shortcut[0]].abs().max()) > 0
+    for name, r in ref.items():
+        err = float((fast[name] - r).abs().max())
+        assert err <= 1e-3 * float(r.abs().max()) + 1e-6, f"{name}: {err}"
