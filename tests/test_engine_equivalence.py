@@ -17,7 +17,13 @@ import pytest
 import torch
 
 from snnexp import engine
-from snnexp.config.schema import ModelConfig, NeuronConfig, NormConfig, SurrogateConfig
+from snnexp.config.schema import (
+    ModelConfig,
+    NeuronConfig,
+    NormConfig,
+    StageConfig,
+    SurrogateConfig,
+)
 from snnexp.engine import native
 from snnexp.errors import ConfigError
 from snnexp.models import Monitors, build_network
@@ -385,19 +391,17 @@ def test_float32_chunks_with_narrow_strided_shortcuts_train_right(backend: str,
     returns wrong weight gradients (AVX2: this test with 5 channels), corrupts the heap or
     crashes the process (AVX-512, SIGSEGV / SIGFPE with 8 or 12 channels) in PyTorch 2.13,
     depending on sizes and threads; the engine does not run it."""
-    from snnexp.config.schema import StageConfig
-
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        _train_narrow_shortcut(backend, channels, StageConfig)
+        _train_narrow_shortcut(backend, channels)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_narrow_shortcut(backend: str, channels: int, stage_config: type) -> None:
+def _train_narrow_shortcut(backend: str, channels: int) -> None:
     torch.manual_seed(0)
-    cfg = ModelConfig(block_type="sew", hidden=16, stages=[stage_config(
+    cfg = ModelConfig(block_type="sew", hidden=16, stages=[StageConfig(
         channels=channels, up_kernel_size=3, mid_channels=channels, k_pool=1, stride_1=2,
         stride_2=1)])
     plain = build_network(cfg, NormConfig(kind="bn"), SHAPE)

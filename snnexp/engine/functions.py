@@ -73,6 +73,12 @@ def _layout(t: torch.Tensor, g: Geometry) -> torch.Tensor:
     return t.contiguous(memory_format=g.memory_format) if t.dim() == 4 else t.contiguous()
 
 
+def memory_format_of(x: torch.Tensor) -> torch.memory_format:
+    """The layout results of ``x`` come back in: channels_last if ``x`` is, else contiguous."""
+    cl = torch.channels_last
+    return cl if x.is_contiguous(memory_format=cl) else torch.contiguous_format
+
+
 def batch_stats(x: torch.Tensor, g: Geometry) -> tuple[torch.Tensor, torch.Tensor]:
     """Per (step, channel) mean and biased variance ``[K, C]`` in float64 (one pass)."""
     k, c = g.steps, g.channels
@@ -285,7 +291,7 @@ def lif_pool(x: torch.Tensor, steps: int, v0: Membrane | None, lif: LifSpec,
     layout (channels_last, else contiguous).
     Returns (pooled ``[K * B, C, H // 2, W // 2]``, final v ``[B, C, H, W]``)."""
     cl = torch.channels_last
-    fmt = cl if x.is_contiguous(memory_format=cl) else torch.contiguous_format
+    fmt = memory_format_of(x)
     x = x.contiguous(memory_format=cl)
     n, c, h, w = x.shape
     batch = n // steps
@@ -352,8 +358,7 @@ def spike_conv(x: torch.Tensor, weight: torch.Tensor, stride: int, padding: int,
         padding, ho, wo, ctypes.byref(bad), u0, u1))
     if bad.value:
         return None
-    cl = torch.channels_last
-    return out if x.is_contiguous(memory_format=cl) else out.contiguous()
+    return out.contiguous(memory_format=memory_format_of(x))
 
 
 class SpikeConv(torch.autograd.Function):
@@ -397,8 +402,7 @@ def strided_pointwise_conv(x: torch.Tensor, weight: torch.Tensor, stride: int) -
     native.run("pw_fwd", x.dtype, n * ho, out.numel() * cin // 4, lambda i, u0, u1: (
         x.data_ptr(), *x.stride(), wt.data_ptr(), out.data_ptr(), cin, c, stride, ho, wo,
         u0, u1))
-    cl = torch.channels_last
-    return out if x.is_contiguous(memory_format=cl) else out.contiguous()
+    return out.contiguous(memory_format=memory_format_of(x))
 
 
 def strided_pointwise_conv_grad(grad: torch.Tensor, weight: torch.Tensor, like: torch.Tensor,
@@ -409,9 +413,7 @@ def strided_pointwise_conv_grad(grad: torch.Tensor, weight: torch.Tensor, like: 
     c, ho, wo = grad.shape[1:]
     g = grad.contiguous(memory_format=torch.channels_last)
     wt = weight.detach().to(g.dtype).reshape(c, cin).contiguous()  # [C, Cin]
-    fmt = (torch.channels_last if like.is_contiguous(memory_format=torch.channels_last)
-           else torch.contiguous_format)
-    gx = torch.empty((n, cin, h, w), dtype=g.dtype, memory_format=fmt)
+    gx = torch.empty((n, cin, h, w), dtype=g.dtype, memory_format=memory_format_of(like))
     native.run("pw_grad", g.dtype, n * h, gx.numel(), lambda i, u0, u1: (
         g.data_ptr(), wt.data_ptr(), gx.data_ptr(), *gx.stride(), cin, c, h, w, stride, ho, wo,
         u0, u1))

@@ -134,9 +134,7 @@ class EngineModule(nn.Module):
                 return functions.StridedPointwiseConv.apply(x, conv.weight, s)
             # oneDNN's backward of this conv is wrong for channels_last inputs of some channel
             # counts (see kernels.cpp): the same sums as a 1x1 conv of the sampled pixels
-            cl = x.is_contiguous(memory_format=torch.channels_last)
-            sampled = x[:, :, ::s, ::s].contiguous(
-                memory_format=torch.channels_last if cl else torch.contiguous_format)
+            sampled = x[:, :, ::s, ::s].contiguous(memory_format=functions.memory_format_of(x))
             return F.conv2d(sampled, conv.weight)
         if not self._spike_conv_applies(name, conv, x, steps):
             return conv(x)
