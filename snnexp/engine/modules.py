@@ -84,7 +84,7 @@ class EngineModule(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._spike_tables: dict[str, object] = {}
+        self._derived: dict[str, object] = {}  # copies derived from weights (spike tables, W^T)
 
     @classmethod
     def adopt(cls, plain: nn.Module) -> EngineModule:
@@ -92,7 +92,7 @@ class EngineModule(nn.Module):
         (the same objects: nothing is copied)."""
         module = cls.__new__(cls)
         module.__dict__.update(vars(plain))
-        module._spike_tables = {}
+        module._derived = {}
         return module
 
     def configure(self, native_kernels: bool, channels_last: bool | None) -> None:
@@ -142,14 +142,14 @@ class EngineModule(nn.Module):
         out = functions.SpikeConv.apply(x, conv.weight, self._tables(name, conv, x.dtype),
                                         conv.stride[0], conv.padding[0], status)
         if status:
-            self._spike_tables[name] = None  # not spikes: skip the check from now on
+            self._derived[name] = None  # not spikes: skip the check from now on
         return out
 
     def _spike_conv_applies(self, name: str, conv: nn.Module, x: torch.Tensor,
                             steps: int | None) -> bool:
         if steps is None or x.dim() != 4 or not self.kernels(x):
             return False
-        if name in self._spike_tables and self._spike_tables[name] is None:
+        if name in self._derived and self._derived[name] is None:
             return False  # dense input seen before
         k = conv.kernel_size[0] if type(conv) is nn.Conv2d else 0
         if not (type(conv) is nn.Conv2d and conv.kernel_size == (k, k)
@@ -177,10 +177,10 @@ class EngineModule(nn.Module):
         """The conv's lookup tables, kept with the weight they were built from and rebuilt when
         the weight changed (a comparison of a few thousand values per chunk)."""
         w = conv.weight.detach()
-        cached = self._spike_tables.get(name)
+        cached = self._derived.get(name)
         if cached is None or cached[0].dtype != dtype or not torch.equal(cached[1], w):
             cached = (functions.spike_conv_tables(w, dtype), w.clone())
-            self._spike_tables[name] = cached
+            self._derived[name] = cached
         return cached[0]
 
     # ------------------------------------------------------------------ norm + neuron
@@ -281,10 +281,10 @@ class EngineLinear(EngineModule, nn.Linear):
         through itself (its version counter; a frozen network's weights should not change)."""
         w = self.weight.detach()
         key = (w.data_ptr(), self.weight._version, w.dtype, tuple(w.shape))
-        cached = self._spike_tables.get("weight_t")
+        cached = self._derived.get("weight_t")
         if cached is None or cached[1] != key:
             cached = (w.t().contiguous(), key)
-            self._spike_tables["weight_t"] = cached
+            self._derived["weight_t"] = cached
         return cached[0]
 
 

@@ -100,6 +100,7 @@ class LiveSource(Source):
                             "connect the network output to the events)")
         super().__init__(name, str(reader.getCameraName()), int(res[0]), int(res[1]),
                          bool(reader.isImuStreamAvailable()))
+        self._arrived: queue.Queue[Packet | None] | None = None  # packets() fills it
 
     def packets(self) -> Iterator[Packet]:
         """Packets as they arrive. A thread drains the reader at once, so that slow network
@@ -126,8 +127,7 @@ class LiveSource(Source):
             thread.join(timeout=5)
 
     def backlog(self) -> bool:
-        arrived = getattr(self, "_arrived", None)
-        return arrived is not None and not arrived.empty()
+        return self._arrived is not None and not self._arrived.empty()
 
     def _poll(self, stop: threading.Event) -> Iterator[Packet]:
         rd = self.reader
